@@ -1,0 +1,279 @@
+//! Start-up and shut-down. Start: config → data dir → stream catalog → sinks → HTTP listener
+//! → ready. Stop (SIGTERM/SIGINT): not ready at once, new requests 503 during
+//! `server.drain_timeout`, listener closed, requests in flight finished, every sink flushed,
+//! counters saved, exit 0.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::budget::MemoryBudget;
+use crate::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
+use crate::config::{Config, ConfigError, Overrides, valid_node_id};
+use crate::http::{AppState, Status};
+use crate::ingest::Ingestor;
+use crate::pipeline::Dispatcher;
+use crate::schema::parse::{parse_schema, valid_stream_name};
+use crate::schema::registry::Registry;
+use crate::sinks::SinkHealth;
+use crate::sinks::parquet::ParquetSink;
+use crate::{durable, http};
+
+const NODE_ID_FILE: &str = "node_id";
+const LOCK_FILE: &str = "floodway.lock";
+/// How often the stream counters are saved while running.
+const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let loaded = Config::load(args.config.as_deref(), &Overrides::default())
+        .and_then(|config| read_declared_streams(&config).map(|streams| (config, streams)));
+    match loaded {
+        Ok((config, streams)) => {
+            let label = config.file.as_ref().map_or("defaults".into(), |f| f.display().to_string());
+            println!("{label}: ok ({} streams declared)", streams.len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("floodway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A stream declared in the config, with its schema file read and checked.
+struct DeclaredStream {
+    name: String,
+    schema_json: Vec<u8>,
+}
+
+fn read_declared_streams(config: &Config) -> Result<Vec<DeclaredStream>, ConfigError> {
+    let mut streams = Vec::new();
+    for (index, declaration) in config.streams.iter().enumerate() {
+        if !valid_stream_name(&declaration.name) {
+            return Err(config.error(
+                &format!("streams[{index}].name"),
+                format!(
+                    "invalid stream name \"{}\": it must match ^[a-z][a-z0-9_]{{0,62}}$",
+                    declaration.name
+                ),
+            ));
+        }
+        let file = declaration.schema_file.display().to_string();
+        let schema_json = std::fs::read(&declaration.schema_file).map_err(|e| {
+            config.error(&format!("streams[{index}].schema_file"), format!("cannot read {file}: {e}"))
+        })?;
+        parse_schema(&schema_json, 1).map_err(|e| {
+            let key = e.field.as_ref().map_or("schema".to_owned(), |f| format!("field \"{f}\""));
+            ConfigError::new(&file, key, e.problem.clone())
+        })?;
+        streams.push(DeclaredStream { name: declaration.name.clone(), schema_json });
+    }
+    Ok(streams)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format, args.log_level.as_deref());
+    let overrides = Overrides { bind: args.bind.clone(), data_dir: args.data_dir.clone() };
+    let prepared = Config::load(args.config.as_deref(), &overrides)
+        .and_then(|config| read_declared_streams(&config).map(|streams| (config, streams)));
+    let (config, streams) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("floodway: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !config.server.bind.ip().is_loopback() && !args.insecure_no_auth {
+        eprintln!(
+            "floodway: refusing to listen on {} without API keys: anyone who can reach it could write \
+             and alter streams. Listen on a loopback address, or pass --insecure-no-auth if another \
+             layer protects it.",
+            config.server.bind
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("floodway-worker")
+        .build()
+        .expect("the async runtime starts");
+    match runtime.block_on(serve_until_stopped(config, streams)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("floodway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let data_dir = config.server.data_dir.clone();
+    durable::create_dir_all(&data_dir).with_context(|| format!("create data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let node_id = node_id(&data_dir, &config.server.node_id)?;
+
+    let registry = Arc::new(Registry::open(&data_dir).context("open the stream catalog")?);
+    for stream in &streams {
+        registry
+            .put(&stream.name, &stream.schema_json)
+            .map_err(|e| config.error("streams", format!("stream \"{}\": {e}", stream.name)))?;
+    }
+
+    let mut dispatcher = Dispatcher::new();
+    let parquet_health = Arc::new(SinkHealth::default());
+    let parquet = ParquetSink::new(config.parquet.clone(), node_id.clone(), parquet_health.clone());
+    parquet.remove_leftovers().context("clean the Parquet target")?;
+    let parquet_queue = dispatcher.add_sink();
+    let parquet_thread = std::thread::Builder::new()
+        .name("parquet-sink".into())
+        .spawn(move || parquet.run(parquet_queue))
+        .context("start the Parquet sink")?;
+
+    let status = Arc::new(Status::default());
+    let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
+    let ingestor =
+        Ingestor::new(registry.clone(), budget, dispatcher.clone(), config.server.max_decompressed_bytes);
+    let state = Arc::new(AppState {
+        registry: registry.clone(),
+        ingestor,
+        status: status.clone(),
+        sinks: vec![("parquet", parquet_health)],
+        max_body_bytes: config.server.max_body_bytes,
+        max_decompressed_bytes: config.server.max_decompressed_bytes,
+        request_timeout: config.server.request_timeout,
+    });
+
+    let listener = bind(config.server.bind).await?;
+    let local = listener.local_addr().context("read the bound address")?;
+    let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        http::routes::router(state),
+        config.server.request_timeout,
+        config.server.request_timeout,
+        async move {
+            let _ = stop_receiver.await;
+        },
+    ));
+    status.set_ready();
+    tracing::info!(addr = %local, node_id = %node_id, data_dir = %data_dir.display(), "listening");
+    let stats_saver = tokio::spawn(save_stats_periodically(registry.clone()));
+
+    wait_for_stop_signal().await;
+    status.start_draining();
+    tracing::info!(drain_timeout = ?config.server.drain_timeout, "stop signal: draining");
+    tokio::select! {
+        () = tokio::time::sleep(config.server.drain_timeout) => {}
+        () = wait_for_stop_signal() => tracing::info!("second stop signal: skipping the rest of the drain"),
+    }
+    let _ = stop_sender.send(());
+    server.await.context("stop the HTTP server")?;
+    stats_saver.abort();
+
+    tokio::task::spawn_blocking(move || {
+        dispatcher.shutdown();
+        parquet_thread.join().map_err(|_| anyhow::anyhow!("the Parquet sink thread panicked"))
+    })
+    .await
+    .context("flush the sinks")??;
+    registry.persist_stats().context("save stream counters")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+async fn save_stats_periodically(registry: Arc<Registry>) {
+    let mut ticker = tokio::time::interval(STATS_SAVE_INTERVAL);
+    let mut last = Vec::new();
+    loop {
+        ticker.tick().await;
+        let now: Vec<_> = registry.list().iter().map(|s| s.stats.snapshot()).collect();
+        if now == last {
+            continue;
+        }
+        let registry = registry.clone();
+        match tokio::task::spawn_blocking(move || registry.persist_stats()).await {
+            Ok(Ok(())) => last = now,
+            Ok(Err(error)) => tracing::warn!(%error, "save stream counters"),
+            Err(error) => tracing::warn!(%error, "save stream counters"),
+        }
+    }
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process: two servers on one
+/// data dir would overwrite each other's catalog and files.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!("data dir {} is in use by another floodway process", data_dir.display())
+    })?;
+    Ok(file)
+}
+
+/// The configured node id, or the one generated at the first start and kept in the data dir.
+fn node_id(data_dir: &Path, configured: &str) -> anyhow::Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_owned());
+    }
+    let path: PathBuf = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid_node_id(text.trim()) => return Ok(text.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} does not hold a valid node id", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("read {}: {e}", path.display()),
+    }
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("read random bytes: {e}"))?;
+    let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    durable::write_file(&path, id.as_bytes())
+        .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,994 @@
+//! The strict event decoder: request bytes → checked values → Arrow columns, in one pass.
+//!
+//! There is no generic JSON tree: the scanner reads each event's keys, finds the schema field,
+//! and parses the value with that field's rule straight from the bytes (numbers stay text until
+//! their field reads them, so `1.0` is refused for an int and decimals are exact). A whole event
+//! is checked before any of it is appended, so a rejected event leaves no trace in the columns.
+//!
+//! Promises: never panics on any input; nesting is bounded by `DEPTH_MAX`; per-event work and
+//! memory are linear in the event's size; one `DecodeScratch` is reused across requests.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use super::columns::{ColumnBuilders, Value};
+use super::types::{Field, FieldKind, OnInvalid, StreamSchema, UnknownFields};
+use super::values::{self, DecimalSource};
+
+/// Deepest nesting of arrays and objects accepted inside an event.
+pub const DEPTH_MAX: u32 = 64;
+/// How many error entries an answer lists; `rejected` still counts all.
+pub const ERRORS_LISTED_MAX: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// One JSON object, or an array of objects.
+    Json,
+}
+
+/// Where an event sits in its request: NDJSON line (1-based) or array index (0-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    Line(u64),
+    Index(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventError {
+    pub location: Location,
+    pub field: Option<Box<str>>,
+    pub reason: String,
+}
+
+/// An invalid event kept for the dead-letter output.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub location: Location,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// The outcome of one request body.
+pub struct Decoded {
+    /// The accepted events, one row each.
+    pub records: RecordBatch,
+    /// Invalid events (rejected, or dead-lettered under `on_invalid = "dead_letter"`).
+    pub invalid: u64,
+    /// The first `ERRORS_LISTED_MAX` invalid events.
+    pub errors: Vec<EventError>,
+    /// Every invalid event, only under `on_invalid = "dead_letter"`.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Decoded {
+    pub fn accepted(&self) -> u64 {
+        self.records.num_rows() as u64
+    }
+}
+
+/// The body as a whole cannot be read (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("invalid JSON at byte {offset}: {message}")]
+    Syntax { offset: usize, message: &'static str },
+    #[error("the body is not valid UTF-8 (byte {offset})")]
+    Utf8 { offset: usize },
+    #[error("expected a JSON object or an array of objects")]
+    NotObjectOrArray,
+}
+
+/// Buffers reused across requests so the hot path does not allocate per event.
+#[derive(Default)]
+pub struct DecodeScratch {
+    slots: Vec<Slot>,
+    /// Unescaped strings of the current event.
+    text: String,
+    /// `_extra` object of the current event.
+    extra: String,
+}
+
+/// A field's checked value before it is appended; text points into the body or `text`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Slot {
+    Absent,
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Body(usize, usize),
+    Unescaped(usize, usize),
+    Decimal(i128),
+    Micros(i64),
+    Days(i32),
+    Uuid([u8; 16]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SyntaxError {
+    pos: usize,
+    message: &'static str,
+}
+
+/// Why one event is invalid.
+#[derive(Debug)]
+struct Fault {
+    field: Option<Box<str>>,
+    reason: String,
+}
+
+fn fault(field: &Field, reason: String) -> Fault {
+    Fault { field: Some(field.name.clone()), reason }
+}
+
+pub fn decode_body(
+    schema: &Arc<StreamSchema>,
+    body: &[u8],
+    format: BodyFormat,
+    scratch: &mut DecodeScratch,
+) -> Result<Decoded, BodyError> {
+    let capacity = (body.len() / 160).clamp(16, 1 << 16);
+    let mut run = Run {
+        schema,
+        columns: ColumnBuilders::new(schema.clone(), capacity),
+        scratch,
+        invalid: 0,
+        errors: Vec::new(),
+        dead_letters: Vec::new(),
+    };
+    match format {
+        BodyFormat::Ndjson => run.ndjson(body),
+        BodyFormat::Json => run.json(body)?,
+    }
+    Ok(Decoded {
+        records: run.columns.finish(),
+        invalid: run.invalid,
+        errors: run.errors,
+        dead_letters: run.dead_letters,
+    })
+}
+
+struct Run<'s> {
+    schema: &'s Arc<StreamSchema>,
+    columns: ColumnBuilders,
+    scratch: &'s mut DecodeScratch,
+    invalid: u64,
+    errors: Vec<EventError>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl Run<'_> {
+    fn ndjson(&mut self, body: &[u8]) {
+        // Validate the whole body once (fast); only a body with bad bytes pays per-line checks.
+        let body_is_utf8 = std::str::from_utf8(body).is_ok();
+        let mut line_number = 0u64;
+        let mut start = 0usize;
+        while start <= body.len() {
+            let end = memchr::memchr(b'\n', body.get(start..).unwrap_or_default())
+                .map_or(body.len(), |i| start + i);
+            line_number += 1;
+            let mut line = body.get(start..end).unwrap_or_default();
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+                let location = Location::Line(line_number);
+                let text = if body_is_utf8 { std::str::from_utf8(line).ok() } else { None };
+                match text.map(Ok).unwrap_or_else(|| std::str::from_utf8(line)) {
+                    Ok(text) => self.ndjson_line(text, location),
+                    Err(e) => {
+                        let reason = format!("invalid UTF-8 at column {}", e.valid_up_to() + 1);
+                        self.record_invalid(location, None, reason, &String::from_utf8_lossy(line));
+                    }
+                }
+            }
+            start = end + 1;
+        }
+    }
+
+    fn ndjson_line(&mut self, line: &str, location: Location) {
+        let mut parser = Parser::new(line);
+        parser.skip_whitespace();
+        if parser.peek() != Some(b'{') {
+            let reason = "expected a JSON object".to_owned();
+            self.record_invalid(location, None, reason, line);
+            return;
+        }
+        let outcome = self.event(&mut parser).and_then(|fault| {
+            parser.skip_whitespace();
+            match parser.peek() {
+                None => Ok(fault),
+                Some(_) => Err(parser.error("unexpected text after the object")),
+            }
+        });
+        match outcome {
+            Ok(None) => self.append_event(line),
+            Ok(Some(fault)) => self.record_invalid(location, fault.field, fault.reason, line),
+            Err(syntax) => {
+                let reason = format!("invalid JSON at column {}: {}", syntax.pos + 1, syntax.message);
+                self.record_invalid(location, None, reason, line);
+            }
+        }
+    }
+
+    fn json(&mut self, body: &[u8]) -> Result<(), BodyError> {
+        let text = std::str::from_utf8(body).map_err(|e| BodyError::Utf8 { offset: e.valid_up_to() })?;
+        let mut parser = Parser::new(text);
+        let body_error = |e: SyntaxError| BodyError::Syntax { offset: e.pos, message: e.message };
+        parser.skip_whitespace();
+        match parser.peek() {
+            None => return Ok(()),
+            Some(b'{') => self.array_element(&mut parser, 0).map_err(body_error)?,
+            Some(b'[') => {
+                parser.bump();
+                let mut index = 0u64;
+                parser.skip_whitespace();
+                if parser.peek() == Some(b']') {
+                    parser.bump();
+                } else {
+                    loop {
+                        parser.skip_whitespace();
+                        self.array_element(&mut parser, index).map_err(body_error)?;
+                        index += 1;
+                        parser.skip_whitespace();
+                        match parser.next_byte() {
+                            Some(b',') => continue,
+                            Some(b']') => break,
+                            _ => return Err(body_error(parser.error_before("expected ',' or ']'"))),
+                        }
+                    }
+                }
+            }
+            Some(_) => return Err(BodyError::NotObjectOrArray),
+        }
+        parser.skip_whitespace();
+        match parser.peek() {
+            None => Ok(()),
+            Some(_) => Err(body_error(parser.error("unexpected text after the JSON value"))),
+        }
+    }
+
+    /// One element of a JSON body (or the single object): an object is an event, anything
+    /// else is one invalid event. A syntax error anywhere makes the whole body unreadable.
+    fn array_element(&mut self, parser: &mut Parser<'_>, index: u64) -> Result<(), SyntaxError> {
+        let location = Location::Index(index);
+        let start = parser.pos;
+        if parser.peek() != Some(b'{') {
+            parser.skip_value(0)?;
+            let raw = parser.slice(start, parser.pos);
+            self.record_invalid(location, None, "expected a JSON object".to_owned(), raw);
+            return Ok(());
+        }
+        match self.event(parser)? {
+            None => self.append_event(parser.text),
+            Some(fault) => {
+                let raw = parser.slice(start, parser.pos);
+                self.record_invalid(location, fault.field, fault.reason, raw);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one object (the parser is at `{`) into the slots. Returns the first fault of an
+    /// invalid event (the object is still read to its end), or a syntax error.
+    fn event(&mut self, parser: &mut Parser<'_>) -> Result<Option<Fault>, SyntaxError> {
+        let schema = self.schema;
+        let scratch = &mut *self.scratch;
+        scratch.slots.clear();
+        scratch.slots.resize(schema.fields.len(), Slot::Absent);
+        scratch.text.clear();
+        scratch.extra.clear();
+        let mut first_fault: Option<Fault> = None;
+        let mut hint = 0usize;
+
+        parser.expect(b'{', "expected '{'")?;
+        parser.skip_whitespace();
+        if parser.peek() == Some(b'}') {
+            parser.bump();
+        } else {
+            loop {
+                parser.skip_whitespace();
+                let key = parser.string_token()?;
+                parser.skip_whitespace();
+                parser.expect(b':', "expected ':'")?;
+                parser.skip_whitespace();
+                if first_fault.is_some() {
+                    parser.skip_value(0)?;
+                } else {
+                    let name = key.resolve(parser.text, &mut scratch.text)?;
+                    first_fault = match schema.field_index(name.as_bytes(), hint) {
+                        Some(index) => {
+                            hint = index + 1;
+                            let field = schema.fields.get(index).expect("index from the schema");
+                            read_field(parser, field, index, scratch)?
+                        }
+                        None => read_unknown(parser, schema.unknown_fields, key, &name, scratch)?,
+                    };
+                }
+                parser.skip_whitespace();
+                match parser.next_byte() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    _ => return Err(parser.error_before("expected ',' or '}'")),
+                }
+            }
+        }
+        if first_fault.is_some() {
+            return Ok(first_fault);
+        }
+        for (field, slot) in schema.fields.iter().zip(&scratch.slots) {
+            if *slot == Slot::Absent && !field.nullable {
+                return Ok(Some(fault(field, "required field is missing".to_owned())));
+            }
+        }
+        Ok(None)
+    }
+
+    fn append_event(&mut self, text: &str) {
+        let scratch = &*self.scratch;
+        for (index, slot) in scratch.slots.iter().enumerate() {
+            let value = match *slot {
+                Slot::Absent | Slot::Null => Value::Null,
+                Slot::Bool(v) => Value::Bool(v),
+                Slot::Int(v) => Value::Int(v),
+                Slot::Float(v) => Value::Float(v),
+                Slot::Body(start, end) => Value::Text(text.get(start..end).unwrap_or_default()),
+                Slot::Unescaped(start, end) => Value::Text(scratch.text.get(start..end).unwrap_or_default()),
+                Slot::Decimal(v) => Value::Decimal(v),
+                Slot::Micros(v) => Value::Micros(v),
+                Slot::Days(v) => Value::Days(v),
+                Slot::Uuid(v) => Value::Uuid(v),
+            };
+            self.columns.append(index, value);
+        }
+        let extra = if scratch.extra.is_empty() { None } else { Some(scratch.extra.as_str()) };
+        if let Some(object) = extra {
+            // `extra` holds `,"k":v,"k2":v2`: make it an object without a second buffer.
+            let mut wrapped = String::with_capacity(object.len() + 1);
+            wrapped.push('{');
+            wrapped.push_str(object.get(1..).unwrap_or_default());
+            wrapped.push('}');
+            self.columns.end_event(Some(&wrapped));
+        } else {
+            self.columns.end_event(None);
+        }
+    }
+
+    fn record_invalid(&mut self, location: Location, field: Option<Box<str>>, reason: String, raw: &str) {
+        self.invalid += 1;
+        if self.schema.on_invalid == OnInvalid::DeadLetter {
+            self.dead_letters.push(DeadLetter { location, reason: reason.clone(), raw: raw.to_owned() });
+        }
+        if self.errors.len() < ERRORS_LISTED_MAX {
+            self.errors.push(EventError { location, field, reason });
+        }
+    }
+}
+
+/// Handles a key that names no field, by the schema's `unknown_fields` rule.
+fn read_unknown(
+    parser: &mut Parser<'_>,
+    rule: UnknownFields,
+    key: StringToken,
+    name: &str,
+    scratch: &mut DecodeScratch,
+) -> Result<Option<Fault>, SyntaxError> {
+    let start = parser.pos;
+    parser.skip_value(0)?;
+    match rule {
+        UnknownFields::Reject => {
+            Ok(Some(Fault { field: Some(name.into()), reason: "unknown field".to_owned() }))
+        }
+        UnknownFields::Drop => Ok(None),
+        UnknownFields::Keep => {
+            // The key's raw text (quotes included) is already valid JSON.
+            scratch.extra.push(',');
+            scratch.extra.push_str(parser.slice(key.start - 1, key.end + 1));
+            scratch.extra.push(':');
+            scratch.extra.push_str(parser.slice(start, parser.pos));
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the value of a schema field into its slot, checking the field's rule.
+fn read_field(
+    parser: &mut Parser<'_>,
+    field: &Field,
+    index: usize,
+    scratch: &mut DecodeScratch,
+) -> Result<Option<Fault>, SyntaxError> {
+    let slot = match scratch.slots.get(index) {
+        Some(Slot::Absent) => match read_value(parser, field, &mut scratch.text)? {
+            Ok(slot) => slot,
+            Err(reason) => return Ok(Some(fault(field, reason))),
+        },
+        _ => {
+            parser.skip_value(0)?;
+            return Ok(Some(fault(field, "field appears twice".to_owned())));
+        }
+    };
+    if let Some(target) = scratch.slots.get_mut(index) {
+        *target = slot;
+    }
+    Ok(None)
+}
+
+type Checked = Result<Slot, String>;
+
+fn read_value(parser: &mut Parser<'_>, field: &Field, text: &mut String) -> Result<Checked, SyntaxError> {
+    let first = parser.peek().ok_or_else(|| parser.error("expected a value"))?;
+    if first == b'n' {
+        parser.literal(b"null")?;
+        return Ok(if field.nullable { Ok(Slot::Null) } else { Err("must not be null".to_owned()) });
+    }
+    match &field.kind {
+        FieldKind::Bool => match first {
+            b't' => parser.literal(b"true").map(|()| Ok(Slot::Bool(true))),
+            b'f' => parser.literal(b"false").map(|()| Ok(Slot::Bool(false))),
+            _ => mismatch(parser, "true or false"),
+        },
+        FieldKind::Int32 { min, max } | FieldKind::Int64 { min, max } => {
+            if !is_number_start(first) {
+                return mismatch(parser, "an integer");
+            }
+            let number = parser.number_token()?;
+            Ok(check_integer(number, parser.text, field, *min, *max))
+        }
+        FieldKind::Float64 { min, max } => {
+            if !is_number_start(first) {
+                return mismatch(parser, "a number");
+            }
+            let number = parser.number_token()?;
+            Ok(check_float(parser.slice(number.start, number.end), *min, *max))
+        }
+        FieldKind::Decimal { precision, scale, min, max } => {
+            let (digits, source) = if is_number_start(first) {
+                let number = parser.number_token()?;
+                (parser.slice(number.start, number.end).to_owned(), DecimalSource::JsonNumber)
+            } else if first == b'"' {
+                let token = parser.string_token()?;
+                (token.resolve(parser.text, text)?.into_owned(), DecimalSource::String)
+            } else {
+                return mismatch(parser, "a decimal number or a string holding one");
+            };
+            Ok(check_decimal(&digits, source, *precision, *scale, min.as_ref(), max.as_ref()))
+        }
+        FieldKind::Timestamp { epoch_unit } => {
+            if first == b'"' {
+                let token = parser.string_token()?;
+                let value = token.resolve(parser.text, text)?;
+                return Ok(values::parse_rfc3339_micros(value.as_bytes())
+                    .map(Slot::Micros)
+                    .map_err(str::to_owned));
+            }
+            let Some(unit) = epoch_unit else {
+                return mismatch(parser, "an RFC 3339 string (integers need epoch_unit)");
+            };
+            if !is_number_start(first) {
+                return mismatch(parser, "an RFC 3339 string or an integer epoch");
+            }
+            let number = parser.number_token()?;
+            let text = parser.slice(number.start, number.end);
+            if !number.integral {
+                return Ok(Err(format!("{text} is not an integer epoch")));
+            }
+            Ok(match text.parse::<i64>() {
+                Ok(epoch) => values::epoch_to_micros(epoch, *unit).map(Slot::Micros).map_err(str::to_owned),
+                Err(_) => Err(format!("{text} is out of range for an epoch")),
+            })
+        }
+        FieldKind::Json => {
+            let start = parser.pos;
+            parser.skip_value(0)?;
+            Ok(Ok(Slot::Body(start, parser.pos)))
+        }
+        FieldKind::String { .. } | FieldKind::Enum { .. } | FieldKind::Date | FieldKind::Uuid => {
+            if first != b'"' {
+                return mismatch(parser, "a string");
+            }
+            let token = parser.string_token()?;
+            Ok(check_string_like(token, parser.text, field, text))
+        }
+    }
+}
+
+/// Skips a value of the wrong JSON type and explains what was expected.
+fn mismatch(parser: &mut Parser<'_>, expected: &str) -> Result<Checked, SyntaxError> {
+    let got = match parser.peek() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    parser.skip_value(0)?;
+    Ok(Err(format!("expected {expected}, got {got}")))
+}
+
+fn is_number_start(byte: u8) -> bool {
+    byte == b'-' || byte.is_ascii_digit()
+}
+
+fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: i64) -> Checked {
+    let digits = text.get(number.start..number.end).unwrap_or_default();
+    if !number.integral {
+        return Err(format!("{digits} is not an integer"));
+    }
+    let type_name = field.kind.type_name();
+    let value: i64 = digits.parse().map_err(|_| format!("{digits} is out of range for {type_name}"))?;
+    let (type_min, type_max) = match field.kind {
+        FieldKind::Int32 { .. } => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    if value < type_min || value > type_max {
+        return Err(format!("{digits} is out of range for {type_name}"));
+    }
+    if value < min {
+        return Err(format!("{value} is below the minimum {min}"));
+    }
+    if value > max {
+        return Err(format!("{value} is above the maximum {max}"));
+    }
+    Ok(Slot::Int(value))
+}
+
+fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Checked {
+    // Rust's float parsing is correctly rounded (Eisel-Lemire with a big-number fallback).
+    let value: f64 = digits.parse().map_err(|_| format!("{digits} is not a number"))?;
+    if !value.is_finite() {
+        return Err(format!("{digits} is out of range for float64"));
+    }
+    if let Some(min) = min.filter(|m| value < *m) {
+        return Err(format!("{digits} is below the minimum {min}"));
+    }
+    if let Some(max) = max.filter(|m| value > *m) {
+        return Err(format!("{digits} is above the maximum {max}"));
+    }
+    Ok(Slot::Float(value))
+}
+
+fn check_decimal(
+    digits: &str,
+    source: DecimalSource,
+    precision: u8,
+    scale: u8,
+    min: Option<&super::types::DecimalBound>,
+    max: Option<&super::types::DecimalBound>,
+) -> Checked {
+    let shown = shorten(digits);
+    let value = values::parse_decimal(digits.as_bytes(), source, precision, scale)
+        .map_err(|reason| format!("{shown} {reason}"))?;
+    use std::cmp::Ordering;
+    if let Some(bound) = min
+        && values::compare_decimal_to_bound(value, scale, bound.text.as_bytes()) == Ok(Ordering::Less)
+    {
+        return Err(format!("{shown} is below the minimum {}", bound.text));
+    }
+    if let Some(bound) = max
+        && values::compare_decimal_to_bound(value, scale, bound.text.as_bytes()) == Ok(Ordering::Greater)
+    {
+        return Err(format!("{shown} is above the maximum {}", bound.text));
+    }
+    Ok(Slot::Decimal(value))
+}
+
+/// Checks string, enum, date and uuid values, all read from a JSON string.
+fn check_string_like(token: StringToken, body: &str, field: &Field, text: &mut String) -> Checked {
+    let (value, slot) = if token.escaped {
+        let start = text.len();
+        token.unescape_into(body, text).map_err(|e| e.message.to_owned())?;
+        (text.get(start..).unwrap_or_default(), Slot::Unescaped(start, text.len()))
+    } else {
+        (body.get(token.start..token.end).unwrap_or_default(), Slot::Body(token.start, token.end))
+    };
+    match &field.kind {
+        FieldKind::String { max_length, pattern } => {
+            if let Some(limit) = max_length {
+                let limit = *limit as usize;
+                // Bytes bound characters from above: only long strings need counting.
+                if value.len() > limit && value.chars().count() > limit {
+                    return Err(format!("string is longer than max_length {limit} characters"));
+                }
+            }
+            if let Some(regex) = pattern
+                && !regex.is_match(value)
+            {
+                return Err(format!("\"{}\" does not match the pattern {}", shorten(value), regex.as_str()));
+            }
+            Ok(slot)
+        }
+        FieldKind::Enum { values } => {
+            if values.iter().any(|v| v.as_ref() == value) {
+                Ok(slot)
+            } else {
+                let list: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+                Err(format!("\"{}\" is not one of {}", shorten(value), list.join(", ")))
+            }
+        }
+        FieldKind::Date => values::parse_date_days(value.as_bytes()).map(Slot::Days).map_err(str::to_owned),
+        FieldKind::Uuid => values::parse_uuid(value.as_bytes()).map(Slot::Uuid).map_err(str::to_owned),
+        _ => unreachable!("only string-like kinds reach here"),
+    }
+}
+
+/// A value quoted in an error message, cut so answers stay small.
+fn shorten(value: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN_MAX: usize = 64;
+    match value.char_indices().nth(SHOWN_MAX) {
+        None => value.into(),
+        Some((cut, _)) => format!("{}…", value.get(..cut).unwrap_or_default()).into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StringToken {
+    /// Content range, quotes excluded.
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl StringToken {
+    /// The string's value: borrowed from the body, or unescaped into `text`.
+    fn resolve<'t>(
+        &self,
+        body: &'t str,
+        text: &mut String,
+    ) -> Result<std::borrow::Cow<'t, str>, SyntaxError> {
+        if !self.escaped {
+            return Ok(body.get(self.start..self.end).unwrap_or_default().into());
+        }
+        let start = text.len();
+        self.unescape_into(body, text)?;
+        let value = text.get(start..).unwrap_or_default().to_owned();
+        text.truncate(start);
+        Ok(value.into())
+    }
+
+    fn unescape_into(&self, body: &str, out: &mut String) -> Result<(), SyntaxError> {
+        let raw = body.get(self.start..self.end).unwrap_or_default();
+        let bytes = raw.as_bytes();
+        let mut i = 0usize;
+        let mut copied_from = 0usize;
+        let error = |offset: usize, message| SyntaxError { pos: self.start + offset, message };
+        while let Some(position) = memchr::memchr(b'\\', bytes.get(i..).unwrap_or_default()) {
+            let at = i + position;
+            out.push_str(raw.get(copied_from..at).unwrap_or_default());
+            let escape = bytes.get(at + 1).copied().ok_or_else(|| error(at, "bad escape"))?;
+            i = at + 2;
+            let decoded = match escape {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => {
+                    let high = hex4(bytes, at + 2).ok_or_else(|| error(at, "bad \\u escape"))?;
+                    i = at + 6;
+                    if (0xD800..0xDC00).contains(&high) {
+                        let low = match (bytes.get(i), bytes.get(i + 1)) {
+                            (Some(b'\\'), Some(b'u')) => hex4(bytes, i + 2),
+                            _ => None,
+                        }
+                        .filter(|low| (0xDC00..0xE000).contains(low))
+                        .ok_or_else(|| error(at, "unpaired surrogate in \\u escape"))?;
+                        i += 6;
+                        char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+                            .ok_or_else(|| error(at, "bad \\u escape"))?
+                    } else {
+                        char::from_u32(high).ok_or_else(|| error(at, "unpaired surrogate in \\u escape"))?
+                    }
+                }
+                _ => return Err(error(at, "bad escape")),
+            };
+            out.push(decoded);
+            copied_from = i;
+        }
+        out.push_str(raw.get(copied_from..).unwrap_or_default());
+        Ok(())
+    }
+}
+
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = bytes.get(at..at + 4)?;
+    digits.iter().try_fold(0u32, |acc, b| Some(acc * 16 + char::from(*b).to_digit(16)?))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NumberToken {
+    start: usize,
+    end: usize,
+    /// No fraction and no exponent.
+    integral: bool,
+}
+
+/// A cursor over valid UTF-8 text; JSON's structural bytes are ASCII, so every position it
+/// stops at is a character boundary.
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Parser<'a> {
+        Parser { text, bytes: text.as_bytes(), pos: 0 }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn bump(&mut self) {
+        self.pos += 1;
+    }
+
+    #[inline]
+    fn next_byte(&mut self) -> Option<u8> {
+        let byte = self.peek();
+        self.pos += 1;
+        byte
+    }
+
+    fn slice(&self, start: usize, end: usize) -> &'a str {
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    fn error(&self, message: &'static str) -> SyntaxError {
+        SyntaxError { pos: self.pos, message }
+    }
+
+    /// An error at the byte just consumed by `next_byte`.
+    fn error_before(&self, message: &'static str) -> SyntaxError {
+        SyntaxError { pos: self.pos.saturating_sub(1).min(self.bytes.len()), message }
+    }
+
+    #[inline]
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8, message: &'static str) -> Result<(), SyntaxError> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(message))
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), SyntaxError> {
+        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.error("invalid literal"))
+        }
+    }
+
+    /// Reads a string token at `"`; checks escapes' shape and refuses raw control characters.
+    fn string_token(&mut self) -> Result<StringToken, SyntaxError> {
+        self.expect(b'"', "expected a string")?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.pos..).unwrap_or_default();
+            let Some(offset) = memchr::memchr2(b'"', b'\\', rest) else {
+                self.pos = self.bytes.len();
+                return Err(self.error("unterminated string"));
+            };
+            if let Some(bad) = rest.iter().take(offset).position(|b| *b < 0x20) {
+                self.pos += bad;
+                return Err(self.error("control character in a string"));
+            }
+            self.pos += offset;
+            if self.peek() == Some(b'"') {
+                let end = self.pos;
+                self.pos += 1;
+                return Ok(StringToken { start, end, escaped });
+            }
+            escaped = true;
+            // Step over the backslash and the escaped byte; `unescape_into` checks the rest.
+            self.pos += 2;
+            if self.pos > self.bytes.len() {
+                self.pos = self.bytes.len();
+                return Err(self.error("unterminated string"));
+            }
+        }
+    }
+
+    /// Reads a number token per the JSON grammar, keeping its text.
+    fn number_token(&mut self) -> Result<NumberToken, SyntaxError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return Err(self.error("invalid number")),
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            integral = false;
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("invalid number: digits must follow '.'"));
+            }
+            self.skip_digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integral = false;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("invalid number: digits must follow the exponent"));
+            }
+            self.skip_digits();
+        }
+        if let Some(b'0'..=b'9') = self.peek() {
+            return Err(self.error("invalid number: leading zero"));
+        }
+        Ok(NumberToken { start, end: self.pos, integral })
+    }
+
+    fn skip_digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips any JSON value, checking its syntax; `depth` counts the enclosing containers.
+    fn skip_value(&mut self, depth: u32) -> Result<(), SyntaxError> {
+        match self.peek() {
+            Some(b'"') => self.string_token().map(drop),
+            Some(b'{') => self.skip_container(depth, b'}', true),
+            Some(b'[') => self.skip_container(depth, b']', false),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number_token().map(drop),
+            Some(_) => Err(self.error("expected a value")),
+            None => Err(self.error("unexpected end of input")),
+        }
+    }
+
+    fn skip_container(&mut self, depth: u32, close: u8, object: bool) -> Result<(), SyntaxError> {
+        if depth >= DEPTH_MAX {
+            return Err(self.error("nested deeper than 64 levels"));
+        }
+        self.pos += 1;
+        self.skip_whitespace();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            if object {
+                let token = self.string_token()?;
+                if token.escaped {
+                    token.unescape_into(self.text, &mut String::new())?;
+                }
+                self.skip_whitespace();
+                self.expect(b':', "expected ':'")?;
+                self.skip_whitespace();
+            }
+            self.skip_value(depth + 1)?;
+            self.skip_whitespace();
+            match self.next_byte() {
+                Some(b',') => continue,
+                Some(byte) if byte == close => return Ok(()),
+                _ if object => return Err(self.error_before("expected ',' or '}'")),
+                _ => return Err(self.error_before("expected ',' or ']'")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::schema::parse::parse_schema;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+
+    fn schema(json: &str) -> Arc<StreamSchema> {
+        Arc::new(parse_schema(json.as_bytes(), 1).unwrap())
+    }
+
+    fn decode(schema: &Arc<StreamSchema>, body: &str, format: BodyFormat) -> Decoded {
+        decode_body(schema, body.as_bytes(), format, &mut DecodeScratch::default()).unwrap()
+    }
+
+    const LOG: &str = r#"{"fields":[{"name":"ts","type":"timestamp"},{"name":"n","type":"int32","min":0,"max":599},{"name":"s","type":"string","nullable":true}],"time_field":"ts"}"#;
+
+    #[test]
+    fn ndjson_lines_are_numbered_physically_and_blank_lines_skipped() {
+        let s = schema(LOG);
+        let body = "{\"ts\":\"2024-01-01T00:00:00Z\",\"n\":1}\r\n\n  \n{\"ts\":\"2024-01-01T00:00:00Z\",\"n\":700}\n{bad\n{\"ts\":\"2024-01-01T00:00:00Z\",\"n\":2,\"s\":\"a\\nb\"}";
+        let out = decode(&s, body, BodyFormat::Ndjson);
+        assert_eq!(out.accepted(), 2);
+        assert_eq!(out.invalid, 2);
+        assert_eq!(out.errors[0].location, Location::Line(4));
+        assert_eq!(out.errors[0].field.as_deref(), Some("n"));
+        assert_eq!(out.errors[0].reason, "700 is above the maximum 599");
+        assert_eq!(out.errors[1].location, Location::Line(5));
+        assert!(out.errors[1].reason.starts_with("invalid JSON at column 2"), "{}", out.errors[1].reason);
+        let strings = out.records.column(2).as_string::<i32>();
+        assert!(strings.is_null(0));
+        assert_eq!(strings.value(1), "a\nb");
+    }
+
+    #[test]
+    fn json_array_reports_index_and_malformed_array_is_a_body_error() {
+        let s = schema(LOG);
+        let out = decode(
+            &s,
+            r#"[{"ts":"2024-01-01T00:00:00Z","n":1}, 5, {"ts":"2024-01-01T00:00:00Z"}]"#,
+            BodyFormat::Json,
+        );
+        assert_eq!(out.accepted(), 1);
+        assert_eq!(out.errors[0].location, Location::Index(1));
+        assert_eq!(out.errors[1].location, Location::Index(2));
+        assert_eq!(out.errors[1].field.as_deref(), Some("n"));
+        let error = decode_body(&s, br#"[{"ts":1}"#, BodyFormat::Json, &mut DecodeScratch::default());
+        assert!(matches!(error, Err(BodyError::Syntax { .. })));
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        let s = schema(LOG);
+        for (value, reason) in [
+            ("1.0", "1.0 is not an integer"),
+            ("1e3", "1e3 is not an integer"),
+            ("\"1\"", "expected an integer, got a string"),
+            ("-1", "-1 is below the minimum 0"),
+            ("2147483648", "2147483648 is out of range for int32"),
+        ] {
+            let body = format!(r#"{{"ts":"2024-01-01T00:00:00Z","n":{value}}}"#);
+            let out = decode(&s, &body, BodyFormat::Ndjson);
+            assert_eq!(out.errors[0].reason, reason, "{value}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_follow_the_schema_rule() {
+        let keep = schema(
+            r#"{"fields":[{"name":"ts","type":"timestamp"}],"time_field":"ts","unknown_fields":"keep"}"#,
+        );
+        let out =
+            decode(&keep, r#"{"ts":"2024-01-01T00:00:00Z","x":[1, {"y":null}],"z":"q"}"#, BodyFormat::Ndjson);
+        assert_eq!(out.records.column(1).as_string::<i32>().value(0), r#"{"x":[1, {"y":null}],"z":"q"}"#);
+        let reject = schema(r#"{"fields":[{"name":"ts","type":"timestamp"}],"time_field":"ts"}"#);
+        let out = decode(&reject, r#"{"ts":"2024-01-01T00:00:00Z","x":1}"#, BodyFormat::Ndjson);
+        assert_eq!(out.errors[0].field.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion_blowup() {
+        let s = schema(
+            r#"{"fields":[{"name":"ts","type":"timestamp"},{"name":"j","type":"json"}],"time_field":"ts"}"#,
+        );
+        let deep =
+            format!(r#"{{"ts":"2024-01-01T00:00:00Z","j":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        let out = decode(&s, &deep, BodyFormat::Ndjson);
+        assert_eq!(out.invalid, 1);
+        assert!(out.errors[0].reason.contains("nested deeper"));
+    }
+}

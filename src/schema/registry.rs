@@ -1,0 +1,260 @@
+//! The stream catalog: names, current schema versions and counters, kept in the data dir.
+//!
+//! `catalog.json` changes only when a stream is created or altered and is replaced durably
+//! before the change is answered. Counters live in `stats.json`, rewritten by `persist_stats`
+//! (periodically and at shutdown), so a restart keeps them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::parse::{SchemaChange, SchemaError, compare, parse_schema, valid_stream_name};
+use super::types::StreamSchema;
+use crate::durable;
+
+const CATALOG_FILE: &str = "catalog.json";
+const STATS_FILE: &str = "stats.json";
+
+/// Counters of one stream since it was created.
+#[derive(Default, Debug)]
+pub struct StreamStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub delivered_parquet: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct StatsSnapshot {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub dead_lettered: u64,
+    pub delivered_parquet: u64,
+}
+
+impl StreamStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            delivered_parquet: self.delivered_parquet.load(Ordering::Relaxed),
+        }
+    }
+
+    fn restore(snapshot: StatsSnapshot) -> StreamStats {
+        StreamStats {
+            accepted: snapshot.accepted.into(),
+            rejected: snapshot.rejected.into(),
+            dead_lettered: snapshot.dead_lettered.into(),
+            delivered_parquet: snapshot.delivered_parquet.into(),
+        }
+    }
+}
+
+pub struct Stream {
+    pub name: Arc<str>,
+    schema: RwLock<Arc<StreamSchema>>,
+    pub stats: StreamStats,
+}
+
+impl Stream {
+    /// The current schema version; cheap, called once per request.
+    pub fn schema(&self) -> Arc<StreamSchema> {
+        self.schema.read().expect("schema lock is never poisoned: no panics while held").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("invalid stream name \"{0}\": it must match ^[a-z][a-z0-9_]{{0,62}}$")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidSchema(SchemaError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("save the catalog: {0}")]
+    Persist(#[source] std::io::Error),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Identical,
+    Altered { added: Vec<String> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogFile {
+    streams: Vec<CatalogEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogEntry {
+    name: String,
+    version: u32,
+    schema: Box<RawValue>,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    streams: RwLock<BTreeMap<Arc<str>, Arc<Stream>>>,
+    /// Serialises changes so the catalog file is written in the order changes are answered.
+    change: Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is damaged: {problem}")]
+    Damaged { path: PathBuf, problem: String },
+}
+
+impl Registry {
+    /// Opens the catalog in `dir` (an empty catalog when there is none yet).
+    pub fn open(dir: &Path) -> Result<Registry, OpenError> {
+        let catalog_path = dir.join(CATALOG_FILE);
+        let damaged = |problem: String| OpenError::Damaged { path: catalog_path.clone(), problem };
+        let catalog: CatalogFile = match std::fs::read(&catalog_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile { streams: Vec::new() },
+            Err(source) => return Err(OpenError::Read { path: catalog_path, source }),
+        };
+        let stats_path = dir.join(STATS_FILE);
+        let stats: BTreeMap<String, StatsSnapshot> = match std::fs::read(&stats_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| OpenError::Damaged { path: stats_path.clone(), problem: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(OpenError::Read { path: stats_path, source }),
+        };
+        let mut streams = BTreeMap::new();
+        for entry in catalog.streams {
+            let schema = parse_schema(entry.schema.get().as_bytes(), entry.version)
+                .map_err(|e| damaged(format!("stream {}: {e}", entry.name)))?;
+            let name: Arc<str> = Arc::from(entry.name.as_str());
+            let snapshot = stats.get(&entry.name).copied().unwrap_or_default();
+            let stream = Stream {
+                name: name.clone(),
+                schema: RwLock::new(Arc::new(schema)),
+                stats: StreamStats::restore(snapshot),
+            };
+            streams.insert(name, Arc::new(stream));
+        }
+        Ok(Registry { dir: dir.to_path_buf(), streams: RwLock::new(streams), change: Mutex::new(()) })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().expect("streams lock is never poisoned").get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().expect("streams lock is never poisoned").values().cloned().collect()
+    }
+
+    /// Creates or alters a stream (SPEC §3): identical → nothing, nullable additions → next
+    /// version, anything else → conflict. The catalog is durable before this returns.
+    pub fn put(&self, name: &str, schema_json: &[u8]) -> Result<PutOutcome, PutError> {
+        if !valid_stream_name(name) {
+            return Err(PutError::InvalidName(name.to_owned()));
+        }
+        let _change = self.change.lock().expect("change lock is never poisoned");
+        let current = self.get(name);
+        let version = current.as_ref().map_or(1, |s| s.schema().version + 1);
+        let proposed = parse_schema(schema_json, version).map_err(PutError::InvalidSchema)?;
+        let outcome = match &current {
+            None => PutOutcome::Created,
+            Some(stream) => match compare(&stream.schema(), &proposed) {
+                SchemaChange::Identical => return Ok(PutOutcome::Identical),
+                SchemaChange::Conflict(reason) => return Err(PutError::Conflict(reason)),
+                SchemaChange::NullableAdditions(added) => PutOutcome::Altered { added },
+            },
+        };
+        let proposed = Arc::new(proposed);
+        let mut entries = self.catalog_entries();
+        entries.retain(|e| e.name != name);
+        entries.push(CatalogEntry {
+            name: name.to_owned(),
+            version,
+            schema: RawValue::from_string(proposed.canonical.clone()).expect("canonical schema is JSON"),
+        });
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let bytes = serde_json::to_vec_pretty(&CatalogFile { streams: entries }).expect("catalog serialises");
+        durable::write_file(&self.dir.join(CATALOG_FILE), &bytes).map_err(PutError::Persist)?;
+
+        match current {
+            Some(stream) => *stream.schema.write().expect("schema lock is never poisoned") = proposed,
+            None => {
+                let name: Arc<str> = Arc::from(name);
+                let stream = Stream {
+                    name: name.clone(),
+                    schema: RwLock::new(proposed),
+                    stats: StreamStats::default(),
+                };
+                self.streams.write().expect("streams lock is never poisoned").insert(name, Arc::new(stream));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn catalog_entries(&self) -> Vec<CatalogEntry> {
+        self.list()
+            .iter()
+            .map(|stream| {
+                let schema = stream.schema();
+                CatalogEntry {
+                    name: stream.name.to_string(),
+                    version: schema.version,
+                    schema: RawValue::from_string(schema.canonical.clone())
+                        .expect("canonical schema is JSON"),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes every stream's counters to `stats.json`.
+    pub fn persist_stats(&self) -> std::io::Result<()> {
+        let stats: BTreeMap<String, StatsSnapshot> =
+            self.list().iter().map(|s| (s.name.to_string(), s.stats.snapshot())).collect();
+        let bytes = serde_json::to_vec_pretty(&stats).expect("stats serialise");
+        durable::write_file(&self.dir.join(STATS_FILE), &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{"fields":[{"name":"ts","type":"timestamp"}],"time_field":"ts"}"#;
+    const ADDED: &str = r#"{"fields":[{"name":"ts","type":"timestamp"},{"name":"m","type":"string","nullable":true}],"time_field":"ts"}"#;
+
+    #[test]
+    fn catalog_and_counters_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert_eq!(registry.put("a", SCHEMA.as_bytes()).unwrap(), PutOutcome::Created);
+        assert_eq!(registry.put("a", SCHEMA.as_bytes()).unwrap(), PutOutcome::Identical);
+        assert!(matches!(registry.put("a", ADDED.as_bytes()).unwrap(), PutOutcome::Altered { .. }));
+        registry.get("a").unwrap().stats.accepted.store(42, Ordering::Relaxed);
+        registry.persist_stats().unwrap();
+        drop(registry);
+        let reopened = Registry::open(dir.path()).unwrap();
+        let stream = reopened.get("a").unwrap();
+        assert_eq!(stream.schema().version, 2);
+        assert_eq!(stream.schema().fields.len(), 2);
+        assert_eq!(stream.stats.snapshot().accepted, 42);
+    }
+
+    #[test]
+    fn bad_names_and_conflicts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert!(matches!(registry.put("Bad", SCHEMA.as_bytes()), Err(PutError::InvalidName(_))));
+        registry.put("a", ADDED.as_bytes()).unwrap();
+        assert!(matches!(registry.put("a", SCHEMA.as_bytes()), Err(PutError::Conflict(_))));
+    }
+}
