@@ -173,7 +173,10 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
 
     wait_for_stop_signal().await;
     status.start_draining();
-    tracing::info!(drain_timeout = ?config.server.drain_timeout, "stop signal: draining");
+    tracing::info!(
+        drain_timeout = ?config.server.drain_timeout,
+        "stop signal: not ready, answering 503 while load balancers move away (signal again to skip)"
+    );
     tokio::select! {
         () = tokio::time::sleep(config.server.drain_timeout) => {}
         () = wait_for_stop_signal() => tracing::info!("second stop signal: skipping the rest of the drain"),

@@ -3,7 +3,9 @@
 //! and atomic rename) when it reaches `max_rows`, `max_age` after its first event, when its
 //! stream's schema version changes, and at shutdown.
 //!
-//! Memory: at most `OPEN_FILES_MAX` files are open, each buffering at most one row group.
+//! Memory: at most `OPEN_FILES_MAX` files are open, each buffering at most one row group of
+//! `writer::ROW_GROUP_BYTES_MAX` encoded bytes: 128 MiB in the worst case, on top of the
+//! memory budget (a batch's permit is released once the batch is encoded).
 
 pub mod dead_letter;
 pub mod layout;
@@ -28,7 +30,7 @@ use dead_letter::DeadLetterWriter;
 use writer::{OpenFile, WriteError};
 
 /// Open files at once; past it the oldest is committed early.
-const OPEN_FILES_MAX: usize = 64;
+const OPEN_FILES_MAX: usize = 16;
 /// Longest sleep between checks of file ages.
 const TICK_MAX: Duration = Duration::from_millis(500);
 

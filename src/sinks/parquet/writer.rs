@@ -18,8 +18,10 @@ use crate::config::ParquetCompression;
 use crate::durable;
 use crate::schema::types::{FieldKind, StreamSchema};
 
-/// Rows per row group: bounds the memory an open file holds before it reaches the disk.
+/// Rows per row group, and its encoded size: together they bound the memory an open file
+/// holds before it reaches the disk.
 const ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
+pub const ROW_GROUP_BYTES_MAX: usize = 8 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 pub struct OpenFile {
@@ -124,6 +126,7 @@ fn properties(stream: &str, schema: &StreamSchema, compression: ParquetCompressi
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES_MAX))
         .set_key_value_metadata(Some(metadata))
         .set_dictionary_enabled(false);
     for field in &schema.fields {
