@@ -24,3 +24,4 @@ pub mod ingest;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;
+pub mod wal;

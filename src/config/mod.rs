@@ -145,8 +145,10 @@ impl Config {
         }
         let drain_timeout =
             check.duration("server.drain_timeout", server.drain_timeout.as_deref(), DEFAULT_DRAIN_TIMEOUT)?;
-        if server.tls_cert.is_some() || server.tls_key.is_some() {
-            return Err(check.error("server.tls_cert", "HTTPS is not available in this version of floodway"));
+        for (key, value) in [("server.tls_cert", &server.tls_cert), ("server.tls_key", &server.tls_key)] {
+            if value.is_some() {
+                return Err(check.error(key, "HTTPS is not available in this version of floodway"));
+            }
         }
 
         let max_buffered_bytes = check.positive(

@@ -47,11 +47,11 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server is still starting")
     }
 
-    pub fn body_too_large(limit: u64) -> ApiError {
+    pub fn body_too_large(limit_name: &str, limit: u64) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the body is larger than server.max_body_bytes = {limit} bytes"),
+            format!("the body is larger than {limit_name} = {limit} bytes"),
         )
     }
 

@@ -437,7 +437,11 @@ pub fn compare(current: &StreamSchema, proposed: &StreamSchema) -> SchemaChange 
         }
         added.push(field.name.to_string());
     }
-    assert!(!added.is_empty(), "canonical texts differ, so something changed");
+    if added.is_empty() {
+        // Same fields, same definitions, different canonical text: only the order changed,
+        // and the order decides the column order of every file.
+        return SchemaChange::Conflict("the fields were reordered".into());
+    }
     SchemaChange::NullableAdditions(added)
 }
 
@@ -467,6 +471,8 @@ mod tests {
         assert!(matches!(compare(&a, &required), SchemaChange::Conflict(_)));
         let retyped = parse(r#"{"fields":[{"name":"ts","type":"timestamp"},{"name":"n","type":"int64","min":0}],"time_field":"ts"}"#).unwrap();
         assert!(matches!(compare(&a, &retyped), SchemaChange::Conflict(r) if r.contains("int32 to int64")));
+        let reordered = parse(r#"{"fields":[{"name":"n","type":"int32","min":0},{"name":"ts","type":"timestamp"}],"time_field":"ts"}"#).unwrap();
+        assert!(matches!(compare(&a, &reordered), SchemaChange::Conflict(r) if r.contains("reordered")));
         let removed = parse(r#"{"fields":[{"name":"ts","type":"timestamp"}],"time_field":"ts"}"#).unwrap();
         assert!(matches!(compare(&a, &removed), SchemaChange::Conflict(r) if r.contains("removed")));
     }

@@ -35,7 +35,9 @@ pub async fn post_events(
     }
     let format = body_format(&headers)?;
     let encoding = body_encoding(&headers)?;
-    let body = read_capped(&headers, body, state.max_body_bytes, state.request_timeout).await?;
+    let body =
+        read_capped(&headers, body, state.max_body_bytes, "server.max_body_bytes", state.request_timeout)
+            .await?;
     let received_at_micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -47,7 +49,9 @@ pub async fn post_events(
 /// `{"accepted", "rejected", ["dead_lettered"], "errors"}`.
 pub fn report_json(report: &Report) -> Value {
     let mut body = Map::new();
-    body.insert("accepted".into(), report.accepted.into());
+    // Under reject_request an invalid event refuses the whole request: nothing was accepted.
+    let refused = report.on_invalid == OnInvalid::RejectRequest && report.invalid > 0;
+    body.insert("accepted".into(), if refused { 0 } else { report.accepted }.into());
     if report.on_invalid == OnInvalid::DeadLetter {
         body.insert("rejected".into(), 0.into());
         body.insert("dead_lettered".into(), report.invalid.into());

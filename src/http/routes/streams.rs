@@ -22,7 +22,8 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let bytes = read_capped(&headers, body, SCHEMA_BYTES_MAX, state.request_timeout).await?;
+    let bytes =
+        read_capped(&headers, body, SCHEMA_BYTES_MAX, "the schema size limit", state.request_timeout).await?;
     let registry = state.registry.clone();
     let stream_name = name.clone();
     // Persisting the catalog fsyncs: keep it off the executor threads.

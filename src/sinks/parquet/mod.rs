@@ -24,6 +24,7 @@ use arrow_array::{RecordBatch, UInt32Array};
 
 use super::SinkHealth;
 use crate::config::ParquetConfig;
+use crate::durable;
 use crate::pipeline::{Batch, SinkMessage};
 use crate::schema::registry::Stream;
 use dead_letter::DeadLetterWriter;
@@ -219,7 +220,11 @@ fn remove_in_progress(dir: &std::path::Path) -> std::io::Result<usize> {
         let path: PathBuf = entry.path();
         if entry.file_type()?.is_dir() {
             removed += remove_in_progress(&path)?;
-        } else if entry.file_name().to_str().is_some_and(layout::is_in_progress) {
+        } else if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| layout::is_in_progress(n) || durable::is_temporary(n))
+        {
             tracing::warn!(path = %path.display(), "removing a file left in progress by an earlier run");
             std::fs::remove_file(&path)?;
             removed += 1;

@@ -1,0 +1,92 @@
+//! Opening the WAL after any stop, a crash included: every segment is checked record by
+//! record. A torn or garbled tail of the last segment is cut off (it can only hold appends
+//! that were never acknowledged: an answer waits for the whole group to be durable) and the
+//! cut is logged. Damage before the last segment's tail is refused: acknowledged records
+//! follow it, and dropping them silently would break the promise of a 200.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use super::record::{self, Decoded, Lsn};
+use super::{OpenError, Segment};
+use crate::durable;
+
+pub struct Recovered {
+    pub segments: BTreeMap<Lsn, Segment>,
+    /// Last valid record (0 when the WAL is empty).
+    pub last_lsn: Lsn,
+}
+
+pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Io { action, path, source }
+    };
+    durable::create_dir_all(dir).map_err(io("create", dir))?;
+    let mut files: Vec<(Lsn, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+        let path = entry.map_err(io("list", dir))?.path();
+        let first = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<Lsn>().ok());
+        if let Some(first) = first {
+            files.push((first, path));
+        }
+    }
+    files.sort();
+
+    let mut segments = BTreeMap::new();
+    let mut last_lsn: Lsn = 0;
+    let count = files.len();
+    for (index, (first, path)) in files.into_iter().enumerate() {
+        if last_lsn != 0 && first != last_lsn + 1 {
+            return Err(OpenError::Corrupt {
+                path,
+                offset: 0,
+                problem: "records are missing before this segment",
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+        let (valid, last, problem) = scan(&bytes, first);
+        if let Some(problem) = problem {
+            if index + 1 < count {
+                return Err(OpenError::Corrupt { path, offset: valid as u64, problem });
+            }
+            let dropped = bytes.len() - valid;
+            tracing::warn!(
+                path = %path.display(), kept_bytes = valid, dropped_bytes = dropped, problem,
+                "cut the WAL's torn or damaged tail: it held no acknowledged record"
+            );
+            let file = OpenOptions::new().write(true).open(&path).map_err(io("open", &path))?;
+            file.set_len(valid as u64).map_err(io("truncate", &path))?;
+            file.sync_all().map_err(io("fsync", &path))?;
+        }
+        last_lsn = last.unwrap_or(first - 1);
+        segments.insert(first, Segment { path, bytes: valid as u64 });
+    }
+    Ok(Recovered { segments, last_lsn })
+}
+
+/// Checks the records of a segment that starts at `first`: returns the bytes of the valid
+/// prefix, its last LSN, and what is wrong after it (if anything).
+fn scan(bytes: &[u8], first: Lsn) -> (usize, Option<Lsn>, Option<&'static str>) {
+    let mut offset = 0usize;
+    let mut expected = first;
+    let mut last = None;
+    while offset < bytes.len() {
+        match record::decode(bytes.get(offset..).unwrap_or_default()) {
+            Decoded::Record { lsn, bytes: used, .. } if lsn == expected => {
+                offset += used;
+                last = Some(lsn);
+                expected += 1;
+            }
+            Decoded::Record { .. } => return (offset, last, Some("a record is out of sequence")),
+            Decoded::Incomplete => return (offset, last, Some("the last record is incomplete")),
+            Decoded::Corrupt(problem) => return (offset, last, Some(problem)),
+        }
+    }
+    (offset, last, None)
+}
