@@ -30,6 +30,14 @@ pub use record::Lsn;
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
+
+#[derive(Clone, Copy, Debug)]
+pub struct WalOptions {
+    pub sync: SyncMode,
+    /// Appends are refused (503) while the segments on disk hold more than this.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+}
 /// Appends waiting for the writer thread; more wait in the async queue of the channel.
 const APPEND_QUEUE_MAX: usize = 4096;
 
@@ -78,6 +86,7 @@ struct Segment {
 struct Shared {
     dir: PathBuf,
     max_bytes: u64,
+    segment_bytes: u64,
     /// Highest record that is durable (written, and fsynced under `sync = "fsync"`).
     durable: Mutex<Lsn>,
     durable_changed: Condvar,
@@ -98,12 +107,13 @@ pub struct Wal {
 
 impl Wal {
     /// Opens (and repairs: see `recovery`) the WAL in `dir` and starts its writer thread.
-    pub fn open(dir: &Path, sync: SyncMode, max_bytes: u64) -> Result<Arc<Wal>, OpenError> {
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Arc<Wal>, OpenError> {
         let recovered = recovery::recover(dir)?;
         let bytes_held = recovered.segments.values().map(|s| s.bytes).sum();
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: options.max_bytes,
+            segment_bytes: options.segment_bytes,
             durable: Mutex::new(recovered.last_lsn),
             durable_changed: Condvar::new(),
             segments: Mutex::new(recovered.segments),
@@ -116,7 +126,7 @@ impl Wal {
         let thread_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer::run(thread_shared, receiver, sync))
+            .spawn(move || writer::run(thread_shared, receiver, options.sync))
             .map_err(|source| OpenError::Io {
                 action: "start the writer of",
                 path: dir.to_path_buf(),
@@ -166,6 +176,12 @@ impl Wal {
             .expect("checkpoint lock is never poisoned")
             .insert(name.to_owned(), start - 1);
         WalReader::new(self.shared.clone(), start)
+    }
+
+    /// A reader from `lsn` that holds no checkpoint: for a look at the log (start-up scans,
+    /// tests), not for a consumer that needs the records kept.
+    pub fn read_from(&self, lsn: Lsn) -> WalReader {
+        WalReader::new(self.shared.clone(), lsn.max(self.first_lsn()))
     }
 
     /// Records that `name` has made everything up to `lsn` durable on its side, and deletes
@@ -234,3 +250,6 @@ impl Shared {
 pub fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
     dir.join(format!("{first_lsn:020}.wal"))
 }
+
+#[cfg(test)]
+mod tests;

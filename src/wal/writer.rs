@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::{AppendError, AppendRequest, Lsn, SEGMENT_BYTES_TARGET, Segment, Shared, WriterMessage, record};
+use super::{AppendError, AppendRequest, Lsn, Segment, Shared, WriterMessage, record};
 use crate::config::SyncMode;
 use crate::durable;
 
@@ -52,12 +52,12 @@ pub(super) fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<WriterMessag
         let result = write_group(&shared, &mut active, &mut frames, next_lsn, &group, sync);
         match result {
             Ok(last) => {
+                *shared.durable.lock().expect("durable lock is never poisoned") = last;
+                shared.durable_changed.notify_all();
                 for (offset, request) in group.drain(..).enumerate() {
                     let _ = request.done.send(Ok(next_lsn + offset as u64));
                 }
                 next_lsn = last + 1;
-                *shared.durable.lock().expect("durable lock is never poisoned") = last;
-                shared.durable_changed.notify_all();
             }
             Err(error) => {
                 tracing::error!(%error, records = group.len(), "WAL append failed");
@@ -134,7 +134,7 @@ fn write_group(
         entry.bytes = segment.bytes;
     }
     drop(segments);
-    if segment.bytes >= SEGMENT_BYTES_TARGET {
+    if segment.bytes >= shared.segment_bytes {
         // The next group starts a new segment; this one is complete and can be deleted
         // once every consumer is past it.
         if let Some(full) = active.take() {
@@ -151,7 +151,7 @@ fn write_group(
 fn open_active(shared: &Shared, first_lsn: Lsn) -> std::io::Result<Active> {
     let mut segments = shared.segments.lock().expect("segments lock is never poisoned");
     if let Some((&start, segment)) = segments.iter().next_back()
-        && segment.bytes < SEGMENT_BYTES_TARGET
+        && segment.bytes < shared.segment_bytes
     {
         let mut file = OpenOptions::new().write(true).open(&segment.path)?;
         file.seek(SeekFrom::Start(segment.bytes))?;
