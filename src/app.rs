@@ -10,20 +10,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::budget::MemoryBudget;
 use crate::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
 use crate::config::{Config, ConfigError, Overrides, valid_node_id};
 use crate::http::{AppState, Status};
 use crate::ingest::Ingestor;
-use crate::pipeline::Dispatcher;
+use crate::ingest::idempotency::{self, IdempotencyTable};
 use crate::schema::parse::{parse_schema, valid_stream_name};
 use crate::schema::registry::Registry;
-use crate::sinks::SinkHealth;
-use crate::sinks::parquet::ParquetSink;
+use crate::sinks::parquet::{self, ParquetSink, SinkProgress};
+use crate::wal::{Lsn, SEGMENT_BYTES_TARGET, Wal, WalOptions};
 use crate::{durable, http};
 
 const NODE_ID_FILE: &str = "node_id";
 const LOCK_FILE: &str = "floodway.lock";
+const WAL_DIR: &str = "wal";
+const SINK_STATE_DIR: &str = "sinks";
+/// How long the sinks get at shutdown to deliver what the WAL holds; the rest waits there.
+const CONSUMERS_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the stream counters are saved while running.
 const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -131,25 +137,56 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
             .map_err(|e| config.error("streams", format!("stream \"{}\": {e}", stream.name)))?;
     }
 
-    let mut dispatcher = Dispatcher::new();
-    let parquet_health = Arc::new(SinkHealth::default());
-    let parquet = ParquetSink::new(config.parquet.clone(), node_id.clone(), parquet_health.clone());
-    parquet.remove_leftovers().context("clean the Parquet target")?;
-    let parquet_queue = dispatcher.add_sink();
-    let parquet_thread = std::thread::Builder::new()
-        .name("parquet-sink".into())
-        .spawn(move || parquet.run(parquet_queue))
-        .context("start the Parquet sink")?;
+    let wal_dir = data_dir.join(WAL_DIR);
+    let wal_options = WalOptions {
+        sync: config.wal.sync,
+        max_bytes: config.wal.max_bytes,
+        segment_bytes: SEGMENT_BYTES_TARGET,
+    };
+    let wal = Wal::open(&wal_dir, wal_options).context("open the WAL")?;
+    let recovered_lsn = wal.durable_lsn();
+    let idempotency = Arc::new(IdempotencyTable::default());
+    let idempotency_position =
+        idempotency::restore(&data_dir, &wal, &idempotency).context("restore idempotency keys")?;
+    let parquet = ParquetSink::open(
+        config.parquet.clone(),
+        node_id.clone(),
+        registry.clone(),
+        wal.clone(),
+        &data_dir.join(SINK_STATE_DIR),
+    )
+    .context("open the Parquet sink")?;
+    let parquet_progress = parquet.progress();
+    // Every consumer registers before any of them runs: a checkpoint deletes the segments
+    // that every consumer registered so far is past.
+    let idempotency_reader = wal.register(idempotency::CONSUMER, idempotency_position);
+    let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn());
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let consumers = vec![
+        spawn_consumer("parquet-sink", {
+            let stop = stop_consumers.clone();
+            move || parquet.run(parquet_reader, stop)
+        })?,
+        spawn_consumer("idempotency-log", {
+            let (data_dir, wal, stop) = (data_dir.clone(), wal.clone(), stop_consumers.clone());
+            move || idempotency::run_log(data_dir, wal, idempotency_reader, stop)
+        })?,
+    ];
 
     let status = Arc::new(Status::default());
     let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
-    let ingestor =
-        Ingestor::new(registry.clone(), budget, dispatcher.clone(), config.server.max_decompressed_bytes);
+    let ingestor = Ingestor::new(
+        registry.clone(),
+        budget,
+        wal.clone(),
+        idempotency,
+        config.server.max_decompressed_bytes,
+    );
     let state = Arc::new(AppState {
         registry: registry.clone(),
         ingestor,
         status: status.clone(),
-        sinks: vec![("parquet", parquet_health)],
+        sinks: vec![(parquet::NAME, parquet_progress.clone())],
         max_body_bytes: config.server.max_body_bytes,
         max_decompressed_bytes: config.server.max_decompressed_bytes,
         request_timeout: config.server.request_timeout,
@@ -167,8 +204,9 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
             let _ = stop_receiver.await;
         },
     ));
+    wait_for_replay(&parquet_progress, recovered_lsn).await;
     status.set_ready();
-    tracing::info!(addr = %local, node_id = %node_id, data_dir = %data_dir.display(), "listening");
+    tracing::info!(addr = %local, node_id = %node_id, data_dir = %data_dir.display(), recovered_lsn, "listening");
     let stats_saver = tokio::spawn(save_stats_periodically(registry.clone()));
 
     wait_for_stop_signal().await;
@@ -185,15 +223,46 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     server.await.context("stop the HTTP server")?;
     stats_saver.abort();
 
-    tokio::task::spawn_blocking(move || {
-        dispatcher.shutdown();
-        parquet_thread.join().map_err(|_| anyhow::anyhow!("the Parquet sink thread panicked"))
-    })
-    .await
-    .context("flush the sinks")??;
+    // No more appends; the consumers apply what is durable, commit, and stop.
+    wal.close().await;
+    stop_consumers.store(true, Ordering::Release);
+    let joined = tokio::time::timeout(
+        CONSUMERS_STOP_TIMEOUT,
+        tokio::task::spawn_blocking(move || consumers.into_iter().all(|c| c.join().is_ok())),
+    )
+    .await;
+    match joined {
+        Ok(Ok(true)) => {}
+        Ok(_) => tracing::error!("a WAL consumer thread panicked: the WAL keeps what it did not deliver"),
+        Err(_) => {
+            tracing::warn!(timeout = ?CONSUMERS_STOP_TIMEOUT, "sinks did not finish in time: the WAL keeps the rest")
+        }
+    }
     registry.persist_stats().context("save stream counters")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn spawn_consumer(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(run)
+        .map_err(|e| anyhow::anyhow!("start {name}: {e}"))
+}
+
+/// Waits until the sink has replayed what the WAL held at start-up (or is degraded: a sink
+/// that cannot write does not keep the node from taking traffic while the WAL has room).
+async fn wait_for_replay(sink: &SinkProgress, recovered_lsn: Lsn) {
+    let started = std::time::Instant::now();
+    while sink.applied.load(Ordering::Relaxed) < recovered_lsn && sink.health.status() == "ok" {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if recovered_lsn > 0 {
+        tracing::info!(recovered_lsn, replay_ms = started.elapsed().as_millis() as u64, "replayed the WAL");
+    }
 }
 
 async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

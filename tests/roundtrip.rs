@@ -182,12 +182,10 @@ fn write_and_read_back(schema: &StreamSchema, records: &RecordBatch) -> RecordBa
     )
     .unwrap();
     file.write(records).unwrap();
-    let (path, rows) = file.commit().unwrap();
-    assert_eq!(rows as usize, records.num_rows());
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    let finished = file.finish().unwrap();
+    assert_eq!(finished.rows as usize, records.num_rows());
+    let file = std::fs::File::open(finished.in_progress).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
     arrow_select::concat::concat_batches(&schema.arrow, &batches).unwrap()
 }

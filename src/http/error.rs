@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::budget::OverBudget;
 use crate::ingest::{DecompressError, IngestError};
-use crate::pipeline::DispatchError;
 use crate::schema::registry::PutError;
+use crate::wal::AppendError;
 
 /// Seconds a client is asked to wait before retrying a 429 or 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -80,7 +80,12 @@ impl IntoResponse for ApiError {
         body.insert("detail".into(), self.detail.into());
         body.extend(self.extra);
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
-        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        let retry = [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INSUFFICIENT_STORAGE,
+        ];
+        if retry.contains(&self.status) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
@@ -101,7 +106,7 @@ impl From<IngestError> for ApiError {
             }
             IngestError::InvalidEvents(report) => {
                 let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_events", detail);
-                if let Value::Object(members) = super::routes::ingest::report_json(&report) {
+                if let Value::Object(members) = report.to_json() {
                     error.extra = members;
                 }
                 error
@@ -109,10 +114,21 @@ impl From<IngestError> for ApiError {
             IngestError::OverBudget(OverBudget { .. }) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "memory_budget_exceeded", detail)
             }
-            IngestError::Dispatch(DispatchError::Full) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "memory_budget_exceeded", detail)
+            IngestError::IdempotencyInFlight => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", detail)
             }
-            IngestError::Dispatch(DispatchError::Closed) => ApiError::shutting_down(),
+            IngestError::Wal(AppendError::Full { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_full", detail)
+            }
+            IngestError::Wal(AppendError::StorageFull(_)) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", detail)
+            }
+            IngestError::Wal(AppendError::Closed) => ApiError::shutting_down(),
+            IngestError::Wal(AppendError::Poisoned | AppendError::Io(_)) => {
+                tracing::error!(error = %detail, "WAL append failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_unavailable", detail)
+            }
+            IngestError::Encode(error) => ApiError::internal(error),
         }
     }
 }

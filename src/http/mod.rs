@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::ingest::Ingestor;
 use crate::schema::registry::Registry;
-use crate::sinks::SinkHealth;
+use crate::sinks::parquet::SinkProgress;
 
 /// Whether the node takes traffic: ready after start-up, draining after a stop signal.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub ingestor: Ingestor,
     pub status: Arc<Status>,
-    pub sinks: Vec<(&'static str, Arc<SinkHealth>)>,
+    pub sinks: Vec<(&'static str, Arc<SinkProgress>)>,
     pub max_body_bytes: u64,
     pub max_decompressed_bytes: u64,
     pub request_timeout: Duration,

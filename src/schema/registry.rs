@@ -58,14 +58,21 @@ impl StreamStats {
 
 pub struct Stream {
     pub name: Arc<str>,
-    schema: RwLock<Arc<StreamSchema>>,
+    /// Every version of the schema: the WAL may still hold batches of older ones.
+    versions: RwLock<BTreeMap<u32, Arc<StreamSchema>>>,
     pub stats: StreamStats,
 }
 
 impl Stream {
     /// The current schema version; cheap, called once per request.
     pub fn schema(&self) -> Arc<StreamSchema> {
-        self.schema.read().expect("schema lock is never poisoned: no panics while held").clone()
+        let versions = self.versions.read().expect("schema lock is never poisoned: no panics while held");
+        versions.values().next_back().expect("a stream has at least one version").clone()
+    }
+
+    /// A given version of the schema, for batches written under it.
+    pub fn schema_version(&self, version: u32) -> Option<Arc<StreamSchema>> {
+        self.versions.read().expect("schema lock is never poisoned").get(&version).cloned()
     }
 }
 
@@ -96,6 +103,11 @@ struct CatalogFile {
 #[derive(Serialize, Deserialize)]
 struct CatalogEntry {
     name: String,
+    versions: Vec<CatalogVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogVersion {
     version: u32,
     schema: Box<RawValue>,
 }
@@ -134,13 +146,20 @@ impl Registry {
         };
         let mut streams = BTreeMap::new();
         for entry in catalog.streams {
-            let schema = parse_schema(entry.schema.get().as_bytes(), entry.version)
-                .map_err(|e| damaged(format!("stream {}: {e}", entry.name)))?;
+            let mut versions = BTreeMap::new();
+            for stored in &entry.versions {
+                let schema = parse_schema(stored.schema.get().as_bytes(), stored.version)
+                    .map_err(|e| damaged(format!("stream {} version {}: {e}", entry.name, stored.version)))?;
+                versions.insert(stored.version, Arc::new(schema));
+            }
+            if versions.is_empty() {
+                return Err(damaged(format!("stream {} has no schema", entry.name)));
+            }
             let name: Arc<str> = Arc::from(entry.name.as_str());
             let snapshot = stats.get(&entry.name).copied().unwrap_or_default();
             let stream = Stream {
                 name: name.clone(),
-                schema: RwLock::new(Arc::new(schema)),
+                versions: RwLock::new(versions),
                 stats: StreamStats::restore(snapshot),
             };
             streams.insert(name, Arc::new(stream));
@@ -176,25 +195,23 @@ impl Registry {
         };
         let proposed = Arc::new(proposed);
         let mut entries = self.catalog_entries();
-        entries.retain(|e| e.name != name);
-        entries.push(CatalogEntry {
-            name: name.to_owned(),
-            version,
-            schema: RawValue::from_string(proposed.canonical.clone()).expect("canonical schema is JSON"),
-        });
+        let stored = CatalogVersion { version, schema: raw_json(&proposed.canonical) };
+        match entries.iter_mut().find(|e| e.name == name) {
+            Some(entry) => entry.versions.push(stored),
+            None => entries.push(CatalogEntry { name: name.to_owned(), versions: vec![stored] }),
+        }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let bytes = serde_json::to_vec_pretty(&CatalogFile { streams: entries }).expect("catalog serialises");
         durable::write_file(&self.dir.join(CATALOG_FILE), &bytes).map_err(PutError::Persist)?;
 
         match current {
-            Some(stream) => *stream.schema.write().expect("schema lock is never poisoned") = proposed,
+            Some(stream) => {
+                stream.versions.write().expect("schema lock is never poisoned").insert(version, proposed);
+            }
             None => {
                 let name: Arc<str> = Arc::from(name);
-                let stream = Stream {
-                    name: name.clone(),
-                    schema: RwLock::new(proposed),
-                    stats: StreamStats::default(),
-                };
+                let versions = RwLock::new(BTreeMap::from([(version, proposed)]));
+                let stream = Stream { name: name.clone(), versions, stats: StreamStats::default() };
                 self.streams.write().expect("streams lock is never poisoned").insert(name, Arc::new(stream));
             }
         }
@@ -205,12 +222,16 @@ impl Registry {
         self.list()
             .iter()
             .map(|stream| {
-                let schema = stream.schema();
+                let versions = stream.versions.read().expect("schema lock is never poisoned");
                 CatalogEntry {
                     name: stream.name.to_string(),
-                    version: schema.version,
-                    schema: RawValue::from_string(schema.canonical.clone())
-                        .expect("canonical schema is JSON"),
+                    versions: versions
+                        .values()
+                        .map(|schema| CatalogVersion {
+                            version: schema.version,
+                            schema: raw_json(&schema.canonical),
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -223,6 +244,10 @@ impl Registry {
         let bytes = serde_json::to_vec_pretty(&stats).expect("stats serialise");
         durable::write_file(&self.dir.join(STATS_FILE), &bytes)
     }
+}
+
+fn raw_json(canonical: &str) -> Box<RawValue> {
+    RawValue::from_string(canonical.to_owned()).expect("canonical schema is JSON")
 }
 
 #[cfg(test)]
@@ -246,6 +271,7 @@ mod tests {
         let stream = reopened.get("a").unwrap();
         assert_eq!(stream.schema().version, 2);
         assert_eq!(stream.schema().fields.len(), 2);
+        assert_eq!(stream.schema_version(1).unwrap().fields.len(), 1, "older versions are kept");
         assert_eq!(stream.stats.snapshot().accepted, 42);
     }
 

@@ -4,26 +4,24 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Map, Value};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
 
 use crate::http::AppState;
 use crate::http::body::read_capped;
 use crate::http::error::ApiError;
-use crate::ingest::{Encoding, Report, Request};
-use crate::schema::decode::{BodyFormat, Location};
-use crate::schema::types::OnInvalid;
+use crate::ingest::{Answer, Encoding, Request};
+use crate::schema::decode::BodyFormat;
 
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if state.status.is_draining() {
         return Err(ApiError::shutting_down());
     }
@@ -35,47 +33,45 @@ pub async fn post_events(
     }
     let format = body_format(&headers)?;
     let encoding = body_encoding(&headers)?;
+    let idempotency_key = idempotency_key(&headers)?;
     let body =
         read_capped(&headers, body, state.max_body_bytes, "server.max_body_bytes", state.request_timeout)
             .await?;
     let received_at_micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    let request = Request { body, encoding, format, received_at_micros };
-    let report = state.ingestor.ingest(&stream, request).await?;
-    Ok(Json(report_json(&report)))
+    let request = Request { body, encoding, format, received_at_micros, idempotency_key };
+    let (answer, replayed) = match state.ingestor.ingest(&stream, request).await? {
+        Answer::Fresh(body) => (Body::from(body), false),
+        Answer::Replayed(body) => (Body::from(body), true),
+    };
+    let mut response = Response::new(answer);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
-/// `{"accepted", "rejected", ["dead_lettered"], "errors"}`.
-pub fn report_json(report: &Report) -> Value {
-    let mut body = Map::new();
-    // Under reject_request an invalid event refuses the whole request: nothing was accepted.
-    let refused = report.on_invalid == OnInvalid::RejectRequest && report.invalid > 0;
-    body.insert("accepted".into(), if refused { 0 } else { report.accepted }.into());
-    if report.on_invalid == OnInvalid::DeadLetter {
-        body.insert("rejected".into(), 0.into());
-        body.insert("dead_lettered".into(), report.invalid.into());
-    } else {
-        body.insert("rejected".into(), report.invalid.into());
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Longest Idempotency-Key (SPEC §4).
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// `Idempotency-Key`: 1 to 128 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let bytes = value.as_bytes();
+    let visible = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_BYTES_MAX || !visible {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 128 visible ASCII characters",
+        ));
     }
-    let errors: Vec<Value> = report
-        .errors
-        .iter()
-        .map(|error| {
-            let mut entry = Map::new();
-            match error.location {
-                Location::Line(line) => entry.insert("line".into(), line.into()),
-                Location::Index(index) => entry.insert("index".into(), index.into()),
-            };
-            if let Some(field) = &error.field {
-                entry.insert("field".into(), field.as_ref().into());
-            }
-            entry.insert("reason".into(), error.reason.clone().into());
-            Value::Object(entry)
-        })
-        .collect();
-    body.insert("errors".into(), errors.into());
-    Value::Object(body)
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {

@@ -15,7 +15,7 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let sinks: Map<String, Value> =
-        state.sinks.iter().map(|(name, health)| ((*name).to_owned(), health.status().into())).collect();
+        state.sinks.iter().map(|(name, sink)| ((*name).to_owned(), sink.health.status().into())).collect();
     let (status, word, reason) = if state.status.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "shutting down")
     } else if !state.status.is_ready() {

@@ -1,22 +1,23 @@
-//! The Parquet sink: a dedicated thread that takes batches in order, splits them by the hour
-//! of their time field, and keeps one open file per stream and hour. A file is committed (fsync
-//! and atomic rename) when it reaches `max_rows`, `max_age` after its first event, when its
-//! stream's schema version changes, and at shutdown.
+//! The Parquet sink: a WAL consumer on its own thread. It reads records in order from its
+//! checkpoint, splits each batch by the hour of its time field, and keeps one open file per
+//! stream and hour. A file is committed when it reaches `max_rows`, `max_age` after it was
+//! opened, when its stream's schema version changes, and at shutdown; `state` makes every
+//! commit all-or-nothing and every replay skip what is already committed, so each event lands
+//! in exactly one committed file.
 //!
 //! Memory: at most `OPEN_FILES_MAX` files are open, each buffering at most one row group of
-//! `writer::ROW_GROUP_BYTES_MAX` encoded bytes: 128 MiB in the worst case, on top of the
-//! memory budget (a batch's permit is released once the batch is encoded).
+//! `writer::ROW_GROUP_BYTES_MAX` encoded bytes: 128 MiB in the worst case.
 
 pub mod dead_letter;
 pub mod layout;
+pub mod state;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
@@ -25,167 +26,378 @@ use arrow_array::{RecordBatch, UInt32Array};
 use super::SinkHealth;
 use crate::config::ParquetConfig;
 use crate::durable;
-use crate::pipeline::{Batch, SinkMessage};
-use crate::schema::registry::Stream;
-use dead_letter::DeadLetterWriter;
-use writer::{OpenFile, WriteError};
+use crate::pipeline::{self, Batch};
+use crate::schema::registry::Registry;
+use crate::schema::types::StreamSchema;
+use crate::wal::{Lsn, Wal, WalReader};
+use dead_letter::DeadLetterBuffers;
+use state::{Committed, PendingRename, SinkState};
+use writer::{Finished, OpenFile};
 
+/// The sink's name as a WAL consumer and in `/readyz`.
+pub const NAME: &str = "parquet";
 /// Open files at once; past it the oldest is committed early.
 const OPEN_FILES_MAX: usize = 16;
 /// Longest sleep between checks of file ages.
 const TICK_MAX: Duration = Duration::from_millis(500);
+/// How often the checkpoint is saved when only time passes.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+struct OpenOutput {
+    file: OpenFile,
+    stream: String,
+    first_lsn: Lsn,
+    /// How far this file reaches: rows of record `last.lsn` up to `last.rows`.
+    last: Committed,
+}
+
+/// What the rest of the process sees of the sink.
+#[derive(Default)]
+pub struct SinkProgress {
+    /// Last WAL record applied (written to an open or committed file).
+    pub applied: AtomicU64,
+    pub health: SinkHealth,
+}
 
 pub struct ParquetSink {
     config: ParquetConfig,
     node_id: String,
-    files: HashMap<(Arc<str>, i64), (OpenFile, Arc<Stream>)>,
-    dead_letters: DeadLetterWriter,
-    health: Arc<SinkHealth>,
-    sequence: u64,
+    registry: Arc<Registry>,
+    wal: Arc<Wal>,
+    progress: Arc<SinkProgress>,
+    state: SinkState,
+    state_path: PathBuf,
+    outputs: HashMap<String, OpenOutput>,
+    dead_letters: DeadLetterBuffers,
+    applied: Lsn,
+    checkpoint_saved_at: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Write(#[from] writer::WriteError),
+    #[error("{action}: {source}")]
+    Io { action: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Read(#[from] crate::wal::reader::ReadError),
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
+    move |source| SinkError::Io { action, source }
 }
 
 impl ParquetSink {
-    pub fn new(config: ParquetConfig, node_id: String, health: Arc<SinkHealth>) -> ParquetSink {
-        let dead_letters = DeadLetterWriter::new(config.target.clone(), node_id.clone(), config.max_age);
-        ParquetSink { config, node_id, files: HashMap::new(), dead_letters, health, sequence: 0 }
-    }
-
-    /// Removes files a crash left in progress: they were never committed, so no reader saw them.
-    pub fn remove_leftovers(&self) -> std::io::Result<usize> {
-        remove_in_progress(&self.config.target)
-    }
-
-    /// Runs until `Shutdown` (or until every sender is gone), then commits everything.
-    pub fn run(mut self, receiver: Receiver<SinkMessage>) {
-        loop {
-            match receiver.recv_timeout(self.next_wake()) {
-                Ok(SinkMessage::Batch(batch)) => self.write_batch(&batch),
-                Ok(SinkMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+    /// Loads the sink's state, finishes interrupted commits, removes files a crash left in
+    /// progress, and sets the stream counters from what is committed.
+    pub fn open(
+        config: ParquetConfig,
+        node_id: String,
+        registry: Arc<Registry>,
+        wal: Arc<Wal>,
+        state_dir: &Path,
+    ) -> Result<ParquetSink, SinkError> {
+        let state_path = state_dir.join(format!("{NAME}.json"));
+        let mut state = SinkState::load(&state_path).map_err(io("load the Parquet sink state"))?;
+        let finished = state.roll_forward().map_err(io("finish interrupted commits"))?;
+        if finished > 0 {
+            tracing::info!(sink = NAME, files = finished, "finished commits interrupted by a crash");
+        }
+        state.save(&state_path).map_err(io("save the Parquet sink state"))?;
+        remove_in_progress(&config.target).map_err(io("clean the Parquet target"))?;
+        for (stream, rows) in &state.delivered {
+            if let Some(stream) = registry.get(stream) {
+                stream.stats.delivered_parquet.store(*rows, Ordering::Relaxed);
             }
-            self.commit_expired();
         }
-        let keys: Vec<_> = self.files.keys().cloned().collect();
-        for key in keys {
-            self.commit(&key);
+        let applied = state.checkpoint;
+        let progress = Arc::new(SinkProgress::default());
+        progress.applied.store(applied, Ordering::Relaxed);
+        Ok(ParquetSink {
+            config,
+            node_id,
+            registry,
+            wal,
+            progress,
+            state,
+            state_path,
+            outputs: HashMap::new(),
+            dead_letters: DeadLetterBuffers::default(),
+            applied,
+            checkpoint_saved_at: Instant::now(),
+        })
+    }
+
+    pub fn progress(&self) -> Arc<SinkProgress> {
+        self.progress.clone()
+    }
+
+    /// The WAL position this sink resumes after; register it before any consumer checkpoints.
+    pub fn checkpoint_lsn(&self) -> Lsn {
+        self.state.checkpoint
+    }
+
+    /// Runs until `stop` is set and everything durable in the WAL is applied, then commits
+    /// every open file. A failure abandons the open files and replays from the checkpoint.
+    pub fn run(mut self, mut reader: WalReader, stop: Arc<AtomicBool>) {
+        let mut pause = RETRY_PAUSE_MIN;
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let wait = if stopping { Duration::ZERO } else { self.next_wake() };
+            let step = self.step(&mut reader, wait);
+            match step {
+                Ok(idle) => {
+                    pause = RETRY_PAUSE_MIN;
+                    if stopping && idle {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(sink = NAME, %error, retry_in_ms = pause.as_millis() as u64, "delivery failed, replaying from the checkpoint");
+                    self.progress.health.set_degraded(true);
+                    self.abandon_open_files();
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                    reader = self.wal.read_from(self.state.checkpoint + 1);
+                    if stopping {
+                        break;
+                    }
+                }
+            }
         }
-        if let Err(e) = self.dead_letters.flush_all() {
-            tracing::error!(sink = "parquet", error = %e, "write dead letters at shutdown");
+        match self.commit_all() {
+            Ok(()) => tracing::info!(sink = NAME, checkpoint = self.state.checkpoint, "flushed and stopped"),
+            Err(error) => {
+                tracing::error!(sink = NAME, %error, "flush at shutdown failed: the WAL keeps the rest")
+            }
         }
-        tracing::info!(sink = "parquet", "flushed and stopped");
+    }
+
+    /// Applies the next record, if one comes within `wait`, then commits what is due.
+    /// Returns whether there was nothing to read.
+    fn step(&mut self, reader: &mut WalReader, wait: Duration) -> Result<bool, SinkError> {
+        let record = reader.read(wait)?;
+        let idle = record.is_none();
+        if let Some((lsn, payload)) = record {
+            self.apply(lsn, &payload)?;
+        }
+        self.commit_due()?;
+        if self.checkpoint_saved_at.elapsed() >= CHECKPOINT_INTERVAL {
+            self.save_checkpoint()?;
+        }
+        Ok(idle)
     }
 
     fn next_wake(&self) -> Duration {
         let now = Instant::now();
-        let oldest = self.files.values().map(|(file, _)| file.opened_at).min();
+        let oldest = self.outputs.values().map(|o| o.file.opened_at).min();
         let file_due =
             oldest.map_or(TICK_MAX, |opened| (opened + self.config.max_age).saturating_duration_since(now));
-        file_due.min(self.dead_letters.next_due(now)).clamp(Duration::from_millis(1), TICK_MAX)
+        file_due
+            .min(self.dead_letters.next_due(self.config.max_age, now))
+            .clamp(Duration::from_millis(1), TICK_MAX)
     }
 
-    fn write_batch(&mut self, batch: &Batch) {
-        if batch.records.num_rows() > 0 {
-            for (hour, records) in split_by_hour(&batch.records, batch.schema.time_index) {
-                if let Err(e) = self.write_hour(batch, hour, &records) {
-                    self.health.set_degraded(true);
-                    tracing::error!(sink = "parquet", stream = %batch.stream.name, error = %e, "write parquet");
+    fn apply(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), SinkError> {
+        assert!(lsn > self.applied, "records arrive in order");
+        match pipeline::decode(payload) {
+            Ok(batch) => self.apply_batch(lsn, &batch)?,
+            // A record that cannot be read cannot be delivered; keeping the sink stuck on it
+            // would stop every later record too.
+            Err(error) => tracing::error!(sink = NAME, lsn, %error, "skipping an unreadable WAL record"),
+        }
+        self.applied = lsn;
+        self.progress.applied.store(lsn, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, lsn: Lsn, batch: &Batch) -> Result<(), SinkError> {
+        let header = &batch.header;
+        let schema = self.registry.get(&header.stream).and_then(|s| s.schema_version(header.schema_version));
+        let Some(schema) = schema else {
+            tracing::error!(sink = NAME, lsn, stream = %header.stream, version = header.schema_version, "skipping a batch of an unknown stream or schema version");
+            return Ok(());
+        };
+        if let Some(records) = &batch.records {
+            for (hour, rows) in split_by_hour(records, schema.time_index) {
+                let key = format!("{}/{hour}", header.stream);
+                let total = rows.num_rows() as u64;
+                let done = self.state.rows_done(&key, lsn, total);
+                if done < total {
+                    self.write_rows(&key, hour, &header.stream, &schema, lsn, &rows, done)?;
                 }
             }
         }
-        if !batch.dead_letters.is_empty()
-            && let Err(e) = self.dead_letters.add(batch)
-        {
-            tracing::error!(sink = "parquet", stream = %batch.stream.name, error = %e, "write dead letters");
-        }
-    }
-
-    fn write_hour(&mut self, batch: &Batch, hour: i64, records: &RecordBatch) -> Result<(), WriteError> {
-        let key = (batch.stream.name.clone(), hour);
-        let mut offset = 0usize;
-        while offset < records.num_rows() {
-            let stale = self.files.get(&key).is_some_and(|(f, _)| f.schema_version != batch.schema.version);
-            if stale {
-                self.commit(&key);
-            }
-            if !self.files.contains_key(&key) {
-                self.make_room();
-                let file = self.open(batch, hour)?;
-                self.files.insert(key.clone(), (file, batch.stream.clone()));
-            }
-            let (file, _) = self.files.get_mut(&key).expect("opened above");
-            let room = usize::try_from(self.config.max_rows - file.rows).unwrap_or(usize::MAX);
-            let take = room.min(records.num_rows() - offset);
-            let written = file.write(&records.slice(offset, take));
-            if let Err(e) = written {
-                if let Some((file, _)) = self.files.remove(&key) {
-                    tracing::error!(
-                        sink = "parquet",
-                        rows = file.rows,
-                        "abandoning a file after a write error"
-                    );
-                    file.abandon();
+        if !batch.dead_letters.is_empty() {
+            let (key, dir) = dead_letter::key(&self.config.target, batch);
+            if self.state.rows_done(&key, lsn, 1) == 0 {
+                self.dead_letters.add(key.clone(), dir, lsn, batch);
+                if self.dead_letters.pending.get(&key).is_some_and(|p| p.is_full()) {
+                    self.commit_dead_letters(&key)?;
                 }
-                return Err(e);
-            }
-            offset += take;
-            if file.rows >= self.config.max_rows {
-                self.commit(&key);
             }
         }
         Ok(())
     }
 
-    fn open(&mut self, batch: &Batch, hour: i64) -> Result<OpenFile, WriteError> {
-        self.sequence += 1;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-        let name = format!("part-{}-{now:016}-{:06}.parquet", self.node_id, self.sequence);
-        let dir = layout::partition_dir(&self.config.target, &batch.stream.name, hour);
-        OpenFile::create(dir, &name, &batch.stream.name, &batch.schema, self.config.compression)
+    /// Writes rows `from..` of record `lsn`'s rows for output `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_rows(
+        &mut self,
+        key: &str,
+        hour: i64,
+        stream: &str,
+        schema: &Arc<StreamSchema>,
+        lsn: Lsn,
+        rows: &RecordBatch,
+        from: u64,
+    ) -> Result<(), SinkError> {
+        let total = rows.num_rows() as u64;
+        let mut offset = from;
+        while offset < total {
+            let stale = self.outputs.get(key).is_some_and(|o| o.file.schema_version != schema.version);
+            if stale {
+                self.commit(key)?;
+            }
+            if !self.outputs.contains_key(key) {
+                self.make_room()?;
+                let name = format!("part-{}-{lsn:020}-{offset:06}.parquet", self.node_id);
+                let dir = layout::partition_dir(&self.config.target, stream, hour);
+                let file = OpenFile::create(dir, &name, stream, schema, self.config.compression)?;
+                let output = OpenOutput {
+                    file,
+                    stream: stream.to_owned(),
+                    first_lsn: lsn,
+                    last: Committed::default(),
+                };
+                self.outputs.insert(key.to_owned(), output);
+            }
+            let output = self.outputs.get_mut(key).expect("opened above");
+            let room = self.config.max_rows - output.file.rows;
+            let take = room.min(total - offset);
+            output.file.write(&rows.slice(offset as usize, take as usize))?;
+            offset += take;
+            output.last = Committed { lsn, rows: offset };
+            if output.file.rows >= self.config.max_rows {
+                self.commit(key)?;
+            }
+        }
+        Ok(())
     }
 
-    fn make_room(&mut self) {
-        while self.files.len() >= OPEN_FILES_MAX {
-            let oldest = self.files.iter().min_by_key(|(_, (f, _))| f.opened_at).map(|(k, _)| k.clone());
+    fn make_room(&mut self) -> Result<(), SinkError> {
+        while self.outputs.len() >= OPEN_FILES_MAX {
+            let oldest = self.outputs.iter().min_by_key(|(_, o)| o.file.opened_at).map(|(k, _)| k.clone());
             match oldest {
-                Some(key) => self.commit(&key),
+                Some(key) => self.commit(&key)?,
                 None => break,
             }
         }
+        Ok(())
     }
 
-    fn commit_expired(&mut self) {
+    fn commit_due(&mut self) -> Result<(), SinkError> {
         let max_age = self.config.max_age;
-        let expired: Vec<_> = self
-            .files
+        let due: Vec<String> = self
+            .outputs
             .iter()
-            .filter(|(_, (file, _))| file.opened_at.elapsed() >= max_age)
-            .map(|(key, _)| key.clone())
+            .filter(|(_, o)| o.file.opened_at.elapsed() >= max_age)
+            .map(|(k, _)| k.clone())
             .collect();
-        for key in expired {
-            self.commit(&key);
+        for key in due {
+            self.commit(&key)?;
         }
-        if let Err(e) = self.dead_letters.flush_due(Instant::now()) {
-            tracing::error!(sink = "parquet", error = %e, "write dead letters");
+        for key in self.dead_letters.due(max_age) {
+            self.commit_dead_letters(&key)?;
         }
+        Ok(())
     }
 
-    fn commit(&mut self, key: &(Arc<str>, i64)) {
-        let Some((file, stream)) = self.files.remove(key) else { return };
-        match file.commit() {
-            Ok((path, rows)) => {
-                stream.stats.delivered_parquet.fetch_add(rows, Ordering::Relaxed);
-                self.health.set_degraded(false);
-                tracing::debug!(sink = "parquet", stream = %stream.name, rows, path = %path.display(), "committed file");
-            }
-            Err(e) => {
-                self.health.set_degraded(true);
-                tracing::error!(sink = "parquet", stream = %stream.name, error = %e, "commit parquet file");
-            }
+    fn commit_all(&mut self) -> Result<(), SinkError> {
+        let keys: Vec<String> = self.outputs.keys().cloned().collect();
+        for key in keys {
+            self.commit(&key)?;
         }
+        let keys: Vec<String> = self.dead_letters.pending.keys().cloned().collect();
+        for key in keys {
+            self.commit_dead_letters(&key)?;
+        }
+        self.save_checkpoint()
+    }
+
+    fn commit(&mut self, key: &str) -> Result<(), SinkError> {
+        let Some(output) = self.outputs.remove(key) else { return Ok(()) };
+        let finished = output.file.finish()?;
+        self.record_commit(key, output.last, &output.stream, finished)
+    }
+
+    fn commit_dead_letters(&mut self, key: &str) -> Result<(), SinkError> {
+        let Some(pending) = self.dead_letters.pending.remove(key) else { return Ok(()) };
+        let mark = Committed { lsn: pending.last_lsn, rows: 1 };
+        let stream = pending.stream.clone();
+        let finished = DeadLetterBuffers::finish(pending, &self.node_id).map_err(io("write dead letters"))?;
+        self.record_commit(key, mark, &stream, finished)
+    }
+
+    /// The commit protocol of `state`: record the decision durably, then rename.
+    fn record_commit(
+        &mut self,
+        key: &str,
+        mark: Committed,
+        stream: &str,
+        file: Finished,
+    ) -> Result<(), SinkError> {
+        self.state.pending.push(PendingRename { from: file.in_progress.clone(), to: file.committed.clone() });
+        self.state.committed.insert(key.to_owned(), mark);
+        *self.state.delivered.entry(stream.to_owned()).or_default() += file.rows;
+        self.state.checkpoint = self.checkpoint();
+        self.state.prune();
+        self.state.save(&self.state_path).map_err(io("save the Parquet sink state"))?;
+        durable::rename(&file.in_progress, &file.committed).map_err(io("commit a file"))?;
+        self.state.pending.clear();
+        self.checkpoint_saved_at = Instant::now();
+        self.wal.checkpoint(NAME, self.state.checkpoint);
+        if let Some(stream) = self.registry.get(stream) {
+            stream.stats.delivered_parquet.fetch_add(file.rows, Ordering::Relaxed);
+        }
+        self.progress.health.set_degraded(false);
+        tracing::debug!(sink = NAME, stream, rows = file.rows, path = %file.committed.display(), "committed file");
+        Ok(())
+    }
+
+    /// Every record up to here is fully in committed files.
+    fn checkpoint(&self) -> Lsn {
+        let open = self.outputs.values().map(|o| o.first_lsn);
+        let buffered = self.dead_letters.pending.values().map(|p| p.first_lsn);
+        open.chain(buffered).min().map_or(self.applied, |first| first - 1).max(self.state.checkpoint)
+    }
+
+    fn save_checkpoint(&mut self) -> Result<(), SinkError> {
+        self.checkpoint_saved_at = Instant::now();
+        let checkpoint = self.checkpoint();
+        if checkpoint == self.state.checkpoint {
+            return Ok(());
+        }
+        self.state.checkpoint = checkpoint;
+        self.state.prune();
+        self.state.save(&self.state_path).map_err(io("save the Parquet sink state"))?;
+        self.wal.checkpoint(NAME, checkpoint);
+        Ok(())
+    }
+
+    fn abandon_open_files(&mut self) {
+        for (_, output) in self.outputs.drain() {
+            output.file.abandon();
+        }
+        self.dead_letters.pending.clear();
+        self.applied = self.state.checkpoint;
     }
 }
 
-/// Splits a batch into one batch per hour of its time column (usually a single hour).
+/// Splits a batch into one batch per hour of its time column (usually a single hour), rows
+/// kept in their order.
 fn split_by_hour(records: &RecordBatch, time_index: usize) -> Vec<(i64, RecordBatch)> {
     let times = records.column(time_index).as_primitive::<TimestampMicrosecondType>();
     let first = layout::hour_of(times.value(0));
@@ -208,7 +420,9 @@ fn split_by_hour(records: &RecordBatch, time_index: usize) -> Vec<(i64, RecordBa
         .collect()
 }
 
-fn remove_in_progress(dir: &std::path::Path) -> std::io::Result<usize> {
+/// Removes files a crash left in progress: they were never committed, so no reader saw them,
+/// and replay writes their rows again.
+fn remove_in_progress(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -225,7 +439,7 @@ fn remove_in_progress(dir: &std::path::Path) -> std::io::Result<usize> {
             .to_str()
             .is_some_and(|n| layout::is_in_progress(n) || durable::is_temporary(n))
         {
-            tracing::warn!(path = %path.display(), "removing a file left in progress by an earlier run");
+            tracing::info!(path = %path.display(), "removing a file left in progress by an earlier run");
             std::fs::remove_file(&path)?;
             removed += 1;
         }

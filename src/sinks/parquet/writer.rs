@@ -24,6 +24,13 @@ const ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
 pub const ROW_GROUP_BYTES_MAX: usize = 8 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
+/// A durable file still under its in-progress name.
+pub struct Finished {
+    pub in_progress: PathBuf,
+    pub committed: PathBuf,
+    pub rows: u64,
+}
+
 pub struct OpenFile {
     writer: ArrowWriter<BufWriter<File>>,
     in_progress: PathBuf,
@@ -83,8 +90,9 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Finishes the file, makes it durable and gives it its final name.
-    pub fn commit(self) -> Result<(PathBuf, u64), WriteError> {
+    /// Finishes the file and makes it durable under its in-progress name; the caller renames
+    /// it once the commit is recorded (see `state`).
+    pub fn finish(self) -> Result<Finished, WriteError> {
         let path = self.in_progress;
         let buffered =
             self.writer.into_inner().map_err(|source| WriteError::Parquet { path: path.clone(), source })?;
@@ -94,13 +102,7 @@ impl OpenFile {
             source: e.into_error(),
         })?;
         file.sync_all().map_err(|source| WriteError::Io { action: "fsync", path: path.clone(), source })?;
-        drop(file);
-        durable::rename(&path, &self.committed).map_err(|source| WriteError::Io {
-            action: "commit",
-            path: self.committed.clone(),
-            source,
-        })?;
-        Ok((self.committed, self.rows))
+        Ok(Finished { in_progress: path, committed: self.committed, rows: self.rows })
     }
 
     /// Drops an unfinished file (after a write error).
