@@ -1,8 +1,9 @@
 //! Opening the WAL after any stop, a crash included: every segment is checked record by
 //! record. A torn or garbled tail of the last segment is cut off (it can only hold appends
 //! that were never acknowledged: an answer waits for the whole group to be durable) and the
-//! cut is logged. Damage before the last segment's tail is refused: acknowledged records
-//! follow it, and dropping them silently would break the promise of a 200.
+//! cut is logged. Damage followed by valid records (in a later segment, or later in the same
+//! one) is refused: those records were acknowledged, and dropping them silently would break
+//! the promise of a 200.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -52,7 +53,8 @@ pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
         let (valid, last, problem) = scan(&bytes, first);
         if let Some(problem) = problem {
-            if index + 1 < count {
+            let expected = last.unwrap_or(first - 1) + 1;
+            if index + 1 < count || valid_record_after(&bytes, valid, expected) {
                 return Err(OpenError::Corrupt { path, offset: valid as u64, problem });
             }
             let dropped = bytes.len() - valid;
@@ -68,6 +70,22 @@ pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
         segments.insert(first, Segment { path, bytes: valid as u64 });
     }
     Ok(Recovered { segments, last_lsn })
+}
+
+/// Whether a valid record numbered `expected` or later follows the damage at `from`: then
+/// the damage is not a torn tail, and records after it may have been acknowledged.
+fn valid_record_after(bytes: &[u8], from: usize, expected: Lsn) -> bool {
+    // Records are numbered in sequence: a header whose number is in this window is worth a
+    // checksum; anything else is skipped after a cheap look.
+    const WINDOW: Lsn = 1 << 20;
+    (from + 1..bytes.len()).any(|offset| {
+        let Some(header) = bytes.get(offset..offset + record::HEADER_BYTES) else { return false };
+        let mut lsn_bytes = [0u8; 8];
+        lsn_bytes.copy_from_slice(header.get(8..16).unwrap_or(&[0; 8]));
+        let lsn = Lsn::from_le_bytes(lsn_bytes);
+        (expected..expected + WINDOW).contains(&lsn)
+            && matches!(record::decode(bytes.get(offset..).unwrap_or_default()), Decoded::Record { .. })
+    })
 }
 
 /// Checks the records of a segment that starts at `first`: returns the bytes of the valid

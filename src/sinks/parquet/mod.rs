@@ -324,7 +324,9 @@ impl ParquetSink {
         for key in keys {
             self.commit_dead_letters(&key)?;
         }
-        self.save_checkpoint()
+        self.save_checkpoint()?;
+        // Leave a clean state behind: no rename left to roll forward.
+        self.state.save(&self.state_path).map_err(io("save the Parquet sink state"))
     }
 
     fn commit(&mut self, key: &str) -> Result<(), SinkError> {
