@@ -17,7 +17,8 @@ use crate::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
 use crate::config::{Config, ConfigError, Overrides, valid_node_id};
 use crate::http::{AppState, Status};
 use crate::ingest::Ingestor;
-use crate::ingest::idempotency::{self, IdempotencyTable};
+use crate::ingest::idempotency::IdempotencyTable;
+use crate::ingest::journal;
 use crate::schema::parse::{parse_schema, valid_stream_name};
 use crate::schema::registry::Registry;
 use crate::sinks::parquet::{self, ParquetSink, SinkProgress};
@@ -30,8 +31,6 @@ const WAL_DIR: &str = "wal";
 const SINK_STATE_DIR: &str = "sinks";
 /// How long the sinks get at shutdown to deliver what the WAL holds; the rest waits there.
 const CONSUMERS_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the stream counters are saved while running.
-const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -146,8 +145,8 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     let wal = Wal::open(&wal_dir, wal_options).context("open the WAL")?;
     let recovered_lsn = wal.durable_lsn();
     let idempotency = Arc::new(IdempotencyTable::default());
-    let idempotency_position =
-        idempotency::restore(&data_dir, &wal, &idempotency).context("restore idempotency keys")?;
+    let journal =
+        journal::restore(&data_dir, &wal, &idempotency, &registry).context("restore the request journal")?;
     let parquet = ParquetSink::open(
         config.parquet.clone(),
         node_id.clone(),
@@ -159,7 +158,7 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     let parquet_progress = parquet.progress();
     // Every consumer registers before any of them runs: a checkpoint deletes the segments
     // that every consumer registered so far is past.
-    let idempotency_reader = wal.register(idempotency::CONSUMER, idempotency_position);
+    let journal_reader = wal.register(journal::CONSUMER, journal.lsn);
     let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn());
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let consumers = vec![
@@ -167,9 +166,9 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
             let stop = stop_consumers.clone();
             move || parquet.run(parquet_reader, stop)
         })?,
-        spawn_consumer("idempotency-log", {
+        spawn_consumer("request-journal", {
             let (data_dir, wal, stop) = (data_dir.clone(), wal.clone(), stop_consumers.clone());
-            move || idempotency::run_log(data_dir, wal, idempotency_reader, stop)
+            move || journal::run(data_dir, wal, journal_reader, journal, stop)
         })?,
     ];
 
@@ -207,7 +206,6 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     wait_for_replay(&parquet_progress, recovered_lsn).await;
     status.set_ready();
     tracing::info!(addr = %local, node_id = %node_id, data_dir = %data_dir.display(), recovered_lsn, "listening");
-    let stats_saver = tokio::spawn(save_stats_periodically(registry.clone()));
 
     wait_for_stop_signal().await;
     status.start_draining();
@@ -221,7 +219,6 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     }
     let _ = stop_sender.send(());
     server.await.context("stop the HTTP server")?;
-    stats_saver.abort();
 
     // No more appends; the consumers apply what is durable, commit, and stop.
     wal.close().await;
@@ -238,7 +235,6 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
             tracing::warn!(timeout = ?CONSUMERS_STOP_TIMEOUT, "sinks did not finish in time: the WAL keeps the rest")
         }
     }
-    registry.persist_stats().context("save stream counters")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -278,24 +274,6 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
-    }
-}
-
-async fn save_stats_periodically(registry: Arc<Registry>) {
-    let mut ticker = tokio::time::interval(STATS_SAVE_INTERVAL);
-    let mut last = Vec::new();
-    loop {
-        ticker.tick().await;
-        let now: Vec<_> = registry.list().iter().map(|s| s.stats.snapshot()).collect();
-        if now == last {
-            continue;
-        }
-        let registry = registry.clone();
-        match tokio::task::spawn_blocking(move || registry.persist_stats()).await {
-            Ok(Ok(())) => last = now,
-            Ok(Err(error)) => tracing::warn!(%error, "save stream counters"),
-            Err(error) => tracing::warn!(%error, "save stream counters"),
-        }
     }
 }
 

@@ -2,11 +2,11 @@
 //! (`Batch`), and its encoding as a WAL record payload.
 //!
 //! Payload, little-endian: `version u8 = 1 | stream (u8 len, bytes) | schema_version u32 |
-//! received_at_micros i64 | idempotency key (u8 len, bytes; 0 = none) [| answer (u32 len,
-//! bytes)] | events (u32 len, Arrow IPC stream, zstd; 0 = no events) | dead letters (u32
+//! received_at_micros i64 | accepted u64 | invalid u64 | invalid_dead_lettered u8 |
+//! idempotency key (u8 len, bytes; 0 = none) [| answer (u32 len, bytes)] | events (u32 len, Arrow IPC stream, zstd; 0 = no events) | dead letters (u32
 //! count, each: place kind u8, place u64, reason (u32 len, bytes), raw (u32 len, bytes))`.
-//! The header comes first so start-up can rebuild the idempotency table without decoding
-//! the events.
+//! The header comes first so the request journal (counters, idempotency keys) reads it
+//! without decoding the events.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use arrow_array::RecordBatch;
@@ -26,13 +26,23 @@ pub struct IdempotentAnswer {
     pub body: Vec<u8>,
 }
 
-/// What a payload says before its events: enough for the idempotency table.
+/// What a payload says before its events: enough for the request journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub stream: String,
     pub schema_version: u32,
     pub received_at_micros: i64,
+    pub counts: Counts,
     pub answer: Option<IdempotentAnswer>,
+}
+
+/// A request's events by outcome, for the stream counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub invalid: u64,
+    /// Whether the invalid events went to the dead-letter output (else they were rejected).
+    pub dead_lettered: bool,
 }
 
 pub struct Batch {
@@ -59,6 +69,9 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) -> Result<(), CodecError> {
     put_short(out, header.stream.as_bytes());
     out.extend_from_slice(&header.schema_version.to_le_bytes());
     out.extend_from_slice(&header.received_at_micros.to_le_bytes());
+    out.extend_from_slice(&header.counts.accepted.to_le_bytes());
+    out.extend_from_slice(&header.counts.invalid.to_le_bytes());
+    out.push(u8::from(header.counts.dead_lettered));
     match &header.answer {
         None => out.push(0),
         Some(answer) => {
@@ -188,6 +201,7 @@ impl<'a> Cursor<'a> {
             String::from_utf8(self.short()?.to_vec()).map_err(|_| CodecError::Malformed("stream name"))?;
         let schema_version = self.u32()?;
         let received_at_micros = i64::from_le_bytes(self.u64()?.to_le_bytes());
+        let counts = Counts { accepted: self.u64()?, invalid: self.u64()?, dead_lettered: self.u8()? == 1 };
         let key = self.short()?;
         let answer = if key.is_empty() {
             None
@@ -196,7 +210,7 @@ impl<'a> Cursor<'a> {
                 String::from_utf8(key.to_vec()).map_err(|_| CodecError::Malformed("idempotency key"))?;
             Some(IdempotentAnswer { key, body: self.long()?.to_vec() })
         };
-        Ok(Header { stream, schema_version, received_at_micros, answer })
+        Ok(Header { stream, schema_version, received_at_micros, counts, answer })
     }
 }
 
@@ -224,6 +238,7 @@ mod tests {
                 stream: "s".into(),
                 schema_version: 3,
                 received_at_micros: -5,
+                counts: Counts { accepted: 1, invalid: 1, dead_lettered: true },
                 answer: Some(IdempotentAnswer { key: "k-1".into(), body: b"{\"accepted\":1}".to_vec() }),
             },
             records: Some(decoded.records.clone()),

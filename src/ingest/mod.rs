@@ -8,6 +8,7 @@
 
 pub mod decompress;
 pub mod idempotency;
+pub mod journal;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::budget::{MemoryBudget, OverBudget};
-use crate::pipeline::{self, Batch, CodecError, Header, IdempotentAnswer};
+use crate::pipeline::{self, Batch, CodecError, Counts, Header, IdempotentAnswer};
 use crate::schema::decode::{
     BodyError, BodyFormat, DecodeScratch, Decoded, EventError, Location, decode_body,
 };
@@ -157,6 +158,7 @@ impl Ingestor {
             stream: stream_name.to_owned(),
             schema_version: schema.version,
             received_at_micros: request.received_at_micros,
+            counts: Counts::default(),
             answer: None,
         };
         let (body, encoding, format, key) =
@@ -171,14 +173,19 @@ impl Ingestor {
         };
         let report = prepared.report;
         if report.on_invalid == OnInvalid::RejectRequest && report.invalid > 0 {
+            // Nothing is stored, but the rejection is counted: the count-only record carries
+            // it to the journal so the counter survives a restart.
+            if let Err(error) = self.wal.append(prepared.payload).await {
+                tracing::debug!(%error, "count of a refused request not logged");
+            }
             stream.stats.rejected.fetch_add(report.invalid, Ordering::Relaxed);
             return Err(IngestError::InvalidEvents(report));
         }
         let permit = self.budget.try_reserve((prepared.payload.len() + prepared.accepted_bytes) as u64)?;
-        let lsn = self.wal.append(prepared.payload).await?;
+        self.wal.append(prepared.payload).await?;
         drop(permit);
         if let Some(reservation) = reservation {
-            reservation.complete(Bytes::from(prepared.answer.clone()), request.received_at_micros, lsn);
+            reservation.complete(Bytes::from(prepared.answer.clone()), request.received_at_micros);
         }
         stream.stats.accepted.fetch_add(report.accepted, Ordering::Relaxed);
         let invalid_counter = match report.on_invalid {
@@ -210,9 +217,15 @@ fn prepare(
         errors: decoded.errors,
     };
     let answer = serde_json::to_vec(&report.to_json()).expect("a report serialises");
+    let dead_lettered = report.on_invalid == OnInvalid::DeadLetter;
     if report.on_invalid == OnInvalid::RejectRequest && report.invalid > 0 {
-        return Ok(Prepared { report, answer, payload: Vec::new(), accepted_bytes: 0 });
+        header.counts = Counts { accepted: 0, invalid: report.invalid, dead_lettered };
+        let batch = Batch { header, records: None, dead_letters: Vec::new() };
+        let mut payload = Vec::new();
+        pipeline::encode(&batch, &mut payload)?;
+        return Ok(Prepared { report, answer, payload, accepted_bytes: 0 });
     }
+    header.counts = Counts { accepted: report.accepted, invalid: report.invalid, dead_lettered };
     header.answer = idempotency_key.map(|key| IdempotentAnswer { key, body: answer.clone() });
     let accepted_bytes = decoded.records.get_array_memory_size();
     let batch = Batch {

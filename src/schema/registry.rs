@@ -1,8 +1,8 @@
 //! The stream catalog: names, current schema versions and counters, kept in the data dir.
 //!
 //! `catalog.json` changes only when a stream is created or altered and is replaced durably
-//! before the change is answered. Counters live in `stats.json`, rewritten by `persist_stats`
-//! (periodically and at shutdown), so a restart keeps them.
+//! before the change is answered. The counters are restored at start-up by their owners: the
+//! request journal (`ingest::journal`) and each sink.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use super::types::StreamSchema;
 use crate::durable;
 
 const CATALOG_FILE: &str = "catalog.json";
-const STATS_FILE: &str = "stats.json";
 
 /// Counters of one stream since it was created.
 #[derive(Default, Debug)]
@@ -28,7 +27,7 @@ pub struct StreamStats {
     pub delivered_parquet: AtomicU64,
 }
 
-#[derive(Serialize, Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct StatsSnapshot {
     pub accepted: u64,
     pub rejected: u64,
@@ -43,15 +42,6 @@ impl StreamStats {
             rejected: self.rejected.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             delivered_parquet: self.delivered_parquet.load(Ordering::Relaxed),
-        }
-    }
-
-    fn restore(snapshot: StatsSnapshot) -> StreamStats {
-        StreamStats {
-            accepted: snapshot.accepted.into(),
-            rejected: snapshot.rejected.into(),
-            dead_lettered: snapshot.dead_lettered.into(),
-            delivered_parquet: snapshot.delivered_parquet.into(),
         }
     }
 }
@@ -137,13 +127,6 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile { streams: Vec::new() },
             Err(source) => return Err(OpenError::Read { path: catalog_path, source }),
         };
-        let stats_path = dir.join(STATS_FILE);
-        let stats: BTreeMap<String, StatsSnapshot> = match std::fs::read(&stats_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| OpenError::Damaged { path: stats_path.clone(), problem: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(OpenError::Read { path: stats_path, source }),
-        };
         let mut streams = BTreeMap::new();
         for entry in catalog.streams {
             let mut versions = BTreeMap::new();
@@ -156,12 +139,8 @@ impl Registry {
                 return Err(damaged(format!("stream {} has no schema", entry.name)));
             }
             let name: Arc<str> = Arc::from(entry.name.as_str());
-            let snapshot = stats.get(&entry.name).copied().unwrap_or_default();
-            let stream = Stream {
-                name: name.clone(),
-                versions: RwLock::new(versions),
-                stats: StreamStats::restore(snapshot),
-            };
+            let stream =
+                Stream { name: name.clone(), versions: RwLock::new(versions), stats: StreamStats::default() };
             streams.insert(name, Arc::new(stream));
         }
         Ok(Registry { dir: dir.to_path_buf(), streams: RwLock::new(streams), change: Mutex::new(()) })
@@ -236,14 +215,6 @@ impl Registry {
             })
             .collect()
     }
-
-    /// Writes every stream's counters to `stats.json`.
-    pub fn persist_stats(&self) -> std::io::Result<()> {
-        let stats: BTreeMap<String, StatsSnapshot> =
-            self.list().iter().map(|s| (s.name.to_string(), s.stats.snapshot())).collect();
-        let bytes = serde_json::to_vec_pretty(&stats).expect("stats serialise");
-        durable::write_file(&self.dir.join(STATS_FILE), &bytes)
-    }
 }
 
 fn raw_json(canonical: &str) -> Box<RawValue> {
@@ -258,21 +229,18 @@ mod tests {
     const ADDED: &str = r#"{"fields":[{"name":"ts","type":"timestamp"},{"name":"m","type":"string","nullable":true}],"time_field":"ts"}"#;
 
     #[test]
-    fn catalog_and_counters_survive_reopening() {
+    fn catalog_and_schema_versions_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
         assert_eq!(registry.put("a", SCHEMA.as_bytes()).unwrap(), PutOutcome::Created);
         assert_eq!(registry.put("a", SCHEMA.as_bytes()).unwrap(), PutOutcome::Identical);
         assert!(matches!(registry.put("a", ADDED.as_bytes()).unwrap(), PutOutcome::Altered { .. }));
-        registry.get("a").unwrap().stats.accepted.store(42, Ordering::Relaxed);
-        registry.persist_stats().unwrap();
         drop(registry);
         let reopened = Registry::open(dir.path()).unwrap();
         let stream = reopened.get("a").unwrap();
         assert_eq!(stream.schema().version, 2);
         assert_eq!(stream.schema().fields.len(), 2);
         assert_eq!(stream.schema_version(1).unwrap().fields.len(), 1, "older versions are kept");
-        assert_eq!(stream.stats.snapshot().accepted, 42);
     }
 
     #[test]

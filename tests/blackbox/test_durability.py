@@ -30,6 +30,8 @@ def test_kill9_loses_no_acknowledged_event(make_server: Callable[..., Server]) -
     assert server.parquet_files("s") == [], "nothing is committed before max_age"
     server.kill()
     server.restart()
+    # Counters are kept across restarts, a crash included.
+    assert server.stream_info("s")["accepted"] == 15
     server.ingest("s", [event(15)])
     server.stop()
     assert sorted(r["n"] for r in server.rows("s")) == list(range(16))
@@ -96,6 +98,41 @@ def test_crash_loop_keeps_every_acknowledged_event_exactly_once(
     assert not missing, f"{len(missing)} acknowledged events are missing: {missing[:20]}"
     assert counts.keys() <= sent
     assert len(acknowledged) > 500, "the loop acknowledged too little to mean anything"
+
+
+def test_counters_survive_a_crash_exactly(make_server: Callable[..., Server]) -> None:
+    server = make_server({"sinks": {"parquet": {"max_age": "1h"}}})
+    server.create_stream("lines")
+    server.create_stream(
+        "strict",
+        {
+            "fields": [{"name": "ts", "type": "timestamp"}, {"name": "n", "type": "int64"}],
+            "time_field": "ts",
+            "on_invalid": "reject_request",
+        },
+    )
+    server.create_stream(
+        "letters",
+        {
+            "fields": [{"name": "ts", "type": "timestamp"}, {"name": "n", "type": "int64"}],
+            "time_field": "ts",
+            "on_invalid": "dead_letter",
+        },
+    )
+    bad = {"ts": "nope", "n": 0}
+    assert server.post_events("lines", ndjson([event(1), event(2), bad])).status_code == 200
+    assert server.post_events("strict", ndjson([event(1), bad, bad])).status_code == 422
+    assert server.post_events("letters", ndjson([event(1), bad])).status_code == 200
+    before = {s: server.stream_info(s) for s in ("lines", "strict", "letters")}
+    server.kill()
+    server.restart()
+    for stream, info in before.items():
+        after = server.stream_info(stream)
+        for counter in ("accepted", "rejected", "dead_lettered"):
+            assert after[counter] == info[counter], (stream, counter, info, after)
+    assert before["lines"]["accepted"] == 2 and before["lines"]["rejected"] == 1
+    assert before["strict"]["accepted"] == 0 and before["strict"]["rejected"] == 2
+    assert before["letters"]["accepted"] == 1 and before["letters"]["dead_lettered"] == 1
 
 
 def test_torn_wal_tail_is_cut_and_acknowledged_events_kept(
