@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 
@@ -137,11 +138,10 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     }
 
     let wal_dir = data_dir.join(WAL_DIR);
-    let wal_options = WalOptions {
-        sync: config.wal.sync,
-        max_bytes: config.wal.max_bytes,
-        segment_bytes: SEGMENT_BYTES_TARGET,
-    };
+    // Only whole segments are deleted, so several must fit under the limit for the WAL to
+    // make room as consumers move on.
+    let segment_bytes = SEGMENT_BYTES_TARGET.min(config.wal.max_bytes / 4);
+    let wal_options = WalOptions { sync: config.wal.sync, max_bytes: config.wal.max_bytes, segment_bytes };
     let wal = Wal::open(&wal_dir, wal_options).context("open the WAL")?;
     let recovered_lsn = wal.durable_lsn();
     let idempotency = Arc::new(IdempotencyTable::default());

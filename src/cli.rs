@@ -1,8 +1,9 @@
 //! The command line (SPEC §1).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration and the streams' schemas; exit 0 when good, 1 otherwise.
     Check(CheckArgs),
+    /// Load generator: send generated events to a stream and report throughput and latency.
+    Bench(BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,6 +53,55 @@ pub struct CheckArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(ArgGroup::new("mode").required(true).args(["rate", "max"])))]
+pub struct BenchArgs {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080 (plain HTTP).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Stream to send to; its schema decides what the generated events look like.
+    #[arg(long, value_name = "NAME")]
+    pub stream: String,
+    /// Open loop: send N events per second on a fixed schedule; latency counts from each
+    /// request's intended send time (corrected for coordinated omission).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// Closed loop: each connection sends its next request as soon as the answer arrives.
+    #[arg(long)]
+    pub max: bool,
+    /// How long to send (e.g. 30s, 2m).
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Keep-alive connections to the target.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+    /// Events per request.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch: u32,
+    /// Send the bodies gzip-compressed (Content-Encoding: gzip).
+    #[arg(long, conflicts_with = "zstd")]
+    pub gzip: bool,
+    /// Send the bodies zstd-compressed (Content-Encoding: zstd).
+    #[arg(long)]
+    pub zstd: bool,
+    /// Create the stream with the reference schema first (an existing stream keeps its schema).
+    #[arg(long)]
+    pub create_stream: bool,
+    /// API key, sent as `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Give every request a unique Idempotency-Key (a retry reuses its request's key).
+    #[arg(long)]
+    pub idempotency_keys: bool,
+    /// Retry a request answered 503 or 429, or failed on the connection, up to N times
+    /// (with --idempotency-keys, a retry is never ingested twice).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
+    /// Print the summary as one JSON object on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 //! `schema::registry` keeps the streams in the data dir.
 
 pub mod app;
+pub mod bench;
 pub mod budget;
 pub mod cli;
 pub mod config;

@@ -21,6 +21,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for `limits.max_buffered_bytes`: accepted events not yet written, in memory.
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 268_435_456;
 pub const DEFAULT_WAL_MAX_BYTES: u64 = 10 << 30;
+/// Smallest `wal.max_bytes`: room for a few segments of a few hundred KiB.
+pub const WAL_MAX_BYTES_MIN: u64 = 1 << 20;
 pub const DEFAULT_PARQUET_MAX_ROWS: u64 = 1_000_000;
 pub const DEFAULT_PARQUET_MAX_AGE: Duration = Duration::from_secs(10);
 
@@ -164,6 +166,12 @@ impl Config {
             }
         };
         let wal_max_bytes = check.positive("wal.max_bytes", wal.max_bytes, DEFAULT_WAL_MAX_BYTES)?;
+        if wal_max_bytes < WAL_MAX_BYTES_MIN {
+            return Err(check.error(
+                "wal.max_bytes",
+                format!("must be at least {WAL_MAX_BYTES_MIN} bytes (1 MiB), got {wal_max_bytes}"),
+            ));
+        }
 
         if sinks.postgres.is_some() {
             return Err(check.error(

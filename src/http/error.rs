@@ -146,6 +146,9 @@ impl From<PutError> for ApiError {
                 error
             }
             PutError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "schema_conflict", detail),
+            PutError::Persist(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", detail)
+            }
             PutError::Persist(e) => ApiError::internal(e),
         }
     }

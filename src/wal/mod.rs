@@ -169,7 +169,16 @@ impl Wal {
     /// Registers a consumer whose records up to `checkpoint` are done; returns a reader
     /// positioned after it (or at the oldest record still on disk, for a new consumer).
     pub fn register(&self, name: &str, checkpoint: Lsn) -> WalReader {
-        let start = (checkpoint + 1).max(self.first_lsn());
+        let first = self.first_lsn();
+        if checkpoint > 0 && checkpoint + 1 < first {
+            tracing::error!(
+                consumer = name,
+                checkpoint,
+                first_lsn = first,
+                "the WAL no longer holds records this consumer has not delivered: its state is older than the WAL"
+            );
+        }
+        let start = (checkpoint + 1).max(first);
         self.shared
             .checkpoints
             .lock()

@@ -60,7 +60,13 @@ pub(super) fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<WriterMessag
                 next_lsn = last + 1;
             }
             Err(error) => {
-                tracing::error!(%error, records = group.len(), "WAL append failed");
+                match error {
+                    // Expected while the disk is full; the answers say so, the log need not shout.
+                    AppendError::StorageFull(_) => {
+                        tracing::warn!(%error, records = group.len(), "WAL append refused")
+                    }
+                    _ => tracing::error!(%error, records = group.len(), "WAL append failed"),
+                }
                 for request in group.drain(..) {
                     let _ = request.done.send(Err(error.clone_for_waiter()));
                 }

@@ -106,7 +106,11 @@ impl ParquetSink {
             tracing::info!(sink = NAME, files = finished, "finished commits interrupted by a crash");
         }
         state.save(&state_path).map_err(io("save the Parquet sink state"))?;
-        remove_in_progress(&config.target).map_err(io("clean the Parquet target"))?;
+        // A target that cannot be read now (a mount not there yet, say) must not keep the node
+        // from taking events: the WAL holds them and the sink retries.
+        if let Err(error) = remove_in_progress(&config.target) {
+            tracing::error!(sink = NAME, target = %config.target.display(), %error, "clean the Parquet target");
+        }
         for (stream, rows) in &state.delivered {
             if let Some(stream) = registry.get(stream) {
                 stream.stats.delivered_parquet.store(*rows, Ordering::Relaxed);
