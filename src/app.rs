@@ -158,8 +158,8 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     let parquet_progress = parquet.progress();
     // Every consumer registers before any of them runs: a checkpoint deletes the segments
     // that every consumer registered so far is past.
-    let journal_reader = wal.register(journal::CONSUMER, journal.lsn);
-    let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn());
+    let journal_reader = wal.register(journal::CONSUMER, journal.lsn)?;
+    let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn())?;
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let consumers = vec![
         spawn_consumer("parquet-sink", {
@@ -183,6 +183,7 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     );
     let state = Arc::new(AppState {
         registry: registry.clone(),
+        wal: wal.clone(),
         ingestor,
         status: status.clone(),
         sinks: vec![(parquet::NAME, parquet_progress.clone())],

@@ -1,6 +1,6 @@
-//! Byte budgets. The memory budget bounds events that were accepted but are not yet written
-//! by every sink (`limits.max_buffered_bytes`, 429 above it). A permit travels with its batch
-//! and gives its bytes back when the last holder drops it.
+//! Byte budgets. The memory budget bounds the checked batches held in memory between decoding
+//! and the end of their WAL append (`limits.max_buffered_bytes`, 429 above it). A permit
+//! travels with its batch and gives its bytes back when dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,16 +3,19 @@
 //! The path of one request:
 //! 1. `http::server` accepts the connection; `http::routes::ingest` checks the headers and
 //!    reads the body within `server.max_body_bytes` (`http::body`).
-//! 2. `ingest` decompresses it within `server.max_decompressed_bytes` (`ingest::decompress`).
+//! 2. `ingest` answers a repeated Idempotency-Key from `ingest::idempotency`, else
+//!    decompresses the body within `server.max_decompressed_bytes` (`ingest::decompress`).
 //! 3. `schema::decode` reads every event straight from the bytes, checks it against the
 //!    stream's schema (`schema::types`) and appends it to Arrow columns (`schema::columns`).
-//! 4. `budget` reserves memory for the batch (429 when full).
-//! 5. `pipeline` hands the batch to every sink's bounded queue.
-//! 6. `sinks::parquet` splits it by hour and writes Hive-partitioned Parquet files, committed
-//!    atomically; invalid events under `dead_letter` go to NDJSON files beside them.
+//! 4. `pipeline` encodes the batch as a WAL payload; `budget` reserves memory for it (429).
+//! 5. `wal` appends it with group commit and fsync; then the request is answered 200.
+//! 6. WAL consumers, each from its own checkpoint: `sinks::parquet` writes Hive-partitioned
+//!    Parquet files and dead letters exactly once (`sinks::parquet::state`), and
+//!    `ingest::journal` keeps the counters and Idempotency-Keys past the WAL's life.
 //!
-//! `app` starts all of this in order and stops it in reverse; `config` reads the settings;
-//! `schema::registry` keeps the streams in the data dir.
+//! `app` starts all of this in order (recovery before ready) and stops it in reverse;
+//! `config` reads the settings; `schema::registry` keeps the streams in the data dir;
+//! `bench` is the load generator, a plain HTTP client.
 
 pub mod app;
 pub mod bench;

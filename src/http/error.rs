@@ -124,6 +124,9 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", detail)
             }
             IngestError::Wal(AppendError::Closed) => ApiError::shutting_down(),
+            IngestError::Wal(AppendError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", detail)
+            }
             IngestError::Wal(AppendError::Poisoned | AppendError::Io(_)) => {
                 tracing::error!(error = %detail, "WAL append failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wal_unavailable", detail)

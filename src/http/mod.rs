@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::ingest::Ingestor;
 use crate::schema::registry::Registry;
 use crate::sinks::parquet::SinkProgress;
+use crate::wal::Wal;
 
 /// Whether the node takes traffic: ready after start-up, draining after a stop signal.
 #[derive(Debug, Default)]
@@ -41,6 +42,8 @@ impl Status {
 
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// For `/readyz` only: whether appends can succeed.
+    pub wal: Arc<Wal>,
     pub ingestor: Ingestor,
     pub status: Arc<Status>,
     pub sinks: Vec<(&'static str, Arc<SinkProgress>)>,

@@ -1,5 +1,5 @@
-//! Sinks: where accepted events end up. Each runs on its own thread, takes batches in order
-//! from its own queue (`pipeline`), and reports its health for `/readyz`.
+//! Sinks: where accepted events end up. Each runs on its own thread, reads the WAL in order
+//! from its own checkpoint, and reports its health for `/readyz`.
 
 pub mod parquet;
 

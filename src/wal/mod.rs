@@ -53,6 +53,20 @@ pub enum AppendError {
     Io(String),
     #[error("the WAL is closed")]
     Closed,
+    #[error("the batch takes {bytes} bytes in the WAL, more than one record may hold ({max_bytes})")]
+    TooLarge { bytes: usize, max_bytes: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the WAL ends at record {wal_end} but consumer \"{consumer}\" has already delivered up to record {checkpoint}: \
+     the end of the WAL is gone (wal.sync = \"os\" and a power cut, or files removed by hand). Starting would \
+     number new records like delivered ones and skip them. Restore the WAL, or start with a new data dir"
+)]
+pub struct BehindConsumer {
+    pub consumer: String,
+    pub checkpoint: Lsn,
+    pub wal_end: Lsn,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +110,10 @@ struct Shared {
     /// Durable position of each registered consumer, by name.
     checkpoints: Mutex<BTreeMap<String, Lsn>>,
     poisoned: AtomicBool,
+    /// The last append failed for lack of space (cleared by the next that succeeds).
+    storage_full: AtomicBool,
+    /// The last append was refused for `wal.max_bytes` (cleared when segments are deleted).
+    budget_full: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -120,6 +138,8 @@ impl Wal {
             bytes_held: AtomicU64::new(bytes_held),
             checkpoints: Mutex::new(BTreeMap::new()),
             poisoned: AtomicBool::new(false),
+            storage_full: AtomicBool::new(false),
+            budget_full: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel(APPEND_QUEUE_MAX);
@@ -140,14 +160,31 @@ impl Wal {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(AppendError::Poisoned);
         }
+        if payload.len() > record::PAYLOAD_BYTES_MAX {
+            return Err(AppendError::TooLarge { bytes: payload.len(), max_bytes: record::PAYLOAD_BYTES_MAX });
+        }
         let held_bytes = self.bytes_held();
         if held_bytes + payload.len() as u64 > self.shared.max_bytes {
+            self.shared.budget_full.store(true, Ordering::Release);
             return Err(AppendError::Full { held_bytes, max_bytes: self.shared.max_bytes });
         }
         let (done, answer) = oneshot::channel();
         let request = WriterMessage::Append(AppendRequest { payload, done });
         self.sender.send(request).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Why appends would fail now, if they would (for `/readyz`).
+    pub fn unwritable_reason(&self) -> Option<&'static str> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            Some("the WAL is poisoned by an fsync failure; restart to recover")
+        } else if self.shared.storage_full.load(Ordering::Acquire) {
+            Some("the disk of the WAL is full")
+        } else if self.shared.budget_full.load(Ordering::Acquire) {
+            Some("the WAL is full (wal.max_bytes): a sink is behind")
+        } else {
+            None
+        }
     }
 
     pub fn durable_lsn(&self) -> Lsn {
@@ -168,7 +205,11 @@ impl Wal {
 
     /// Registers a consumer whose records up to `checkpoint` are done; returns a reader
     /// positioned after it (or at the oldest record still on disk, for a new consumer).
-    pub fn register(&self, name: &str, checkpoint: Lsn) -> WalReader {
+    pub fn register(&self, name: &str, checkpoint: Lsn) -> Result<WalReader, BehindConsumer> {
+        let wal_end = self.durable_lsn();
+        if checkpoint > wal_end {
+            return Err(BehindConsumer { consumer: name.to_owned(), checkpoint, wal_end });
+        }
         let first = self.first_lsn();
         if checkpoint > 0 && checkpoint + 1 < first {
             tracing::error!(
@@ -184,7 +225,7 @@ impl Wal {
             .lock()
             .expect("checkpoint lock is never poisoned")
             .insert(name.to_owned(), start - 1);
-        WalReader::new(self.shared.clone(), start)
+        Ok(WalReader::new(self.shared.clone(), start))
     }
 
     /// A reader from `lsn` that holds no checkpoint: for a look at the log (start-up scans,
@@ -219,6 +260,7 @@ impl Wal {
             match std::fs::remove_file(&segment.path) {
                 Ok(()) => {
                     self.shared.bytes_held.fetch_sub(segment.bytes, Ordering::Relaxed);
+                    self.shared.budget_full.store(false, Ordering::Release);
                     tracing::debug!(path = %segment.path.display(), "deleted a WAL segment every consumer is past");
                 }
                 Err(error) => {

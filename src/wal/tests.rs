@@ -121,7 +121,7 @@ fn appends_above_max_bytes_are_refused_until_consumers_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let options = WalOptions { max_bytes: 2_000, segment_bytes: 500, ..OPTIONS };
     let wal = Wal::open(dir.path(), options).unwrap();
-    let mut reader = wal.register("sink", 0);
+    let mut reader = wal.register("sink", 0).unwrap();
     let mut appended = 0;
     let refused = loop {
         match runtime.block_on(wal.append(vec![7; 100])) {
@@ -163,10 +163,21 @@ fn readers_wait_for_durable_records() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), OPTIONS).unwrap();
-    let mut reader = wal.register("sink", 0);
+    let mut reader = wal.register("sink", 0).unwrap();
     assert!(reader.read(Duration::from_millis(10)).unwrap().is_none());
     let appender = wal.clone();
     runtime.spawn(async move { appender.append(b"late".to_vec()).await.unwrap() });
     let (lsn, payload) = reader.read(Duration::from_secs(10)).unwrap().expect("woken by the append");
     assert_eq!((lsn, payload.as_slice()), (1, &b"late"[..]));
+}
+
+#[test]
+fn a_consumer_ahead_of_the_wal_is_refused() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), OPTIONS).unwrap();
+    runtime.block_on(wal.append(b"one".to_vec())).unwrap();
+    assert!(wal.register("sink", 1).is_ok());
+    let error = wal.register("sink", 5).err().unwrap().to_string();
+    assert!(error.contains("ends at record 1"), "{error}");
 }

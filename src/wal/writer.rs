@@ -52,6 +52,7 @@ pub(super) fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<WriterMessag
         let result = write_group(&shared, &mut active, &mut frames, next_lsn, &group, sync);
         match result {
             Ok(last) => {
+                shared.storage_full.store(false, Ordering::Release);
                 *shared.durable.lock().expect("durable lock is never poisoned") = last;
                 shared.durable_changed.notify_all();
                 for (offset, request) in group.drain(..).enumerate() {
@@ -63,6 +64,7 @@ pub(super) fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<WriterMessag
                 match error {
                     // Expected while the disk is full; the answers say so, the log need not shout.
                     AppendError::StorageFull(_) => {
+                        shared.storage_full.store(true, Ordering::Release);
                         tracing::warn!(%error, records = group.len(), "WAL append refused")
                     }
                     _ => tracing::error!(%error, records = group.len(), "WAL append failed"),
@@ -91,6 +93,9 @@ impl AppendError {
             AppendError::Poisoned => AppendError::Poisoned,
             AppendError::Io(text) => AppendError::Io(text.clone()),
             AppendError::Closed => AppendError::Closed,
+            AppendError::TooLarge { bytes, max_bytes } => {
+                AppendError::TooLarge { bytes: *bytes, max_bytes: *max_bytes }
+            }
         }
     }
 }

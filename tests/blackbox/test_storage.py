@@ -93,7 +93,15 @@ def test_stuck_sink_fills_the_wal_then_503_and_recovers(
         }
     )
     server.create_stream("s")
-    acknowledged: set[int] = set()
+    server.ingest("s", [event(-1)])
+    # A degraded sink alone does not make the node unready (SPEC §7).
+    ready = wait_for(
+        lambda: (r := server.get("/readyz")).json()["sinks"]["parquet"] == "degraded" and r,
+        timeout=10,
+        what="the sink to report degraded",
+    )
+    assert ready.status_code == 200, ready.text
+    acknowledged: set[int] = {-1}
     codes: list[int] = []
     for batch in range(400):
         ids = list(range(batch * 100, batch * 100 + 100))
@@ -109,8 +117,10 @@ def test_stuck_sink_fills_the_wal_then_503_and_recovers(
             break
     assert codes[-1] == 503, f"the WAL never filled: {Counter(codes)}"
     assert len(acknowledged) > 100, "ingestion stopped before the WAL was used"
+    # With the WAL full the node cannot take events: load balancers should move away.
     ready = server.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["sinks"]["parquet"] == "degraded", ready.text
+    assert ready.status_code == 503, ready.text
+    assert "WAL is full" in ready.json()["reason"], ready.text
 
     blocked.unlink()  # the sink can write again: it catches up and the WAL drains
     wait_for(

@@ -20,6 +20,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "shutting down")
     } else if !state.status.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "starting")
+    } else if let Some(reason) = state.wal.unwritable_reason() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
     } else {
         (StatusCode::OK, "ready", "ok")
     };

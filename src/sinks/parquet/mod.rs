@@ -93,12 +93,14 @@ impl ParquetSink {
     /// Loads the sink's state, finishes interrupted commits, removes files a crash left in
     /// progress, and sets the stream counters from what is committed.
     pub fn open(
-        config: ParquetConfig,
+        mut config: ParquetConfig,
         node_id: String,
         registry: Arc<Registry>,
         wal: Arc<Wal>,
         state_dir: &Path,
     ) -> Result<ParquetSink, SinkError> {
+        // The state records file paths: absolute ones stay right whatever the working folder.
+        config.target = std::path::absolute(&config.target).map_err(io("resolve the Parquet target"))?;
         let state_path = state_dir.join(format!("{NAME}.json"));
         let mut state = SinkState::load(&state_path).map_err(io("load the Parquet sink state"))?;
         let finished = state.roll_forward().map_err(io("finish interrupted commits"))?;
