@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 

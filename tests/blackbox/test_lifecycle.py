@@ -336,3 +336,26 @@ def test_help_lists_commands() -> None:
     result = run_cli(["--help"])
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout and "check" in result.stdout, result.stdout
+
+
+# -- request ids (SPEC §7) -----------------------------------------------------------------
+
+
+def test_every_answer_carries_a_request_id_and_a_sane_incoming_one_is_kept(server: Server) -> None:
+    generated = {server.get("/healthz").headers["X-Request-Id"] for _ in range(3)}
+    assert len(generated) == 3, generated
+    assert server.get("/nope").headers["X-Request-Id"], "errors carry one too"
+    kept = server.get("/healthz", headers={"X-Request-Id": "client-42:a.b_c"})
+    assert kept.headers["X-Request-Id"] == "client-42:a.b_c"
+    assert server.get("/healthz", headers={"X-Request-Id": "x" * 128}).headers["X-Request-Id"] == "x" * 128
+    for insane in ["x" * 129, "has space", "semi;colon"]:
+        replaced = server.get("/healthz", headers={"X-Request-Id": insane}).headers["X-Request-Id"]
+        assert replaced != insane and replaced
+
+
+def test_request_lines_at_debug_carry_the_request_id(make_server: Callable[..., Server]) -> None:
+    server = make_server(extra_args=["--log-level", "debug"])
+    server.get("/healthz", headers={"X-Request-Id": "trace-me-1"})
+    wait_for(lambda: "trace-me-1" in server.log(tail=100_000), timeout=5, what="the request log line")
+    line = next(line for line in server.log(tail=100_000).splitlines() if "trace-me-1" in line)
+    assert "status=200" in line, line

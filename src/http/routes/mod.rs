@@ -24,5 +24,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are capped by our own limits (server.max_body_bytes), not axum's default.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(super::request_id::request_id))
         .with_state(state)
 }
