@@ -19,6 +19,7 @@ use crate::http::{AppState, Status};
 use crate::ingest::Ingestor;
 use crate::ingest::idempotency::IdempotencyTable;
 use crate::ingest::journal;
+use crate::metrics::HttpMetrics;
 use crate::schema::parse::{parse_schema, valid_stream_name};
 use crate::schema::registry::Registry;
 use crate::sinks::parquet::{self, ParquetSink, SinkProgress};
@@ -176,14 +177,21 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
     let ingestor = Ingestor::new(
         registry.clone(),
-        budget,
+        budget.clone(),
         wal.clone(),
         idempotency,
         config.server.max_decompressed_bytes,
     );
+    let metrics = Arc::new(HttpMetrics::default());
+    let heartbeat = tokio::spawn({
+        let metrics = metrics.clone();
+        async move { metrics.run_heartbeat().await }
+    });
     let state = Arc::new(AppState {
         registry: registry.clone(),
         wal: wal.clone(),
+        budget,
+        metrics,
         ingestor,
         status: status.clone(),
         sinks: vec![(parquet::NAME, parquet_progress.clone())],
@@ -220,6 +228,7 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     }
     let _ = stop_sender.send(());
     server.await.context("stop the HTTP server")?;
+    heartbeat.abort();
 
     // No more appends; the consumers apply what is durable, commit, and stop.
     wal.close().await;

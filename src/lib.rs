@@ -25,6 +25,7 @@ pub mod config;
 pub mod durable;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::ingest::Ingestor;
+use crate::metrics::HttpMetrics;
 use crate::schema::registry::Registry;
 use crate::sinks::parquet::SinkProgress;
 use crate::wal::Wal;
@@ -43,8 +45,10 @@ impl Status {
 
 pub struct AppState {
     pub registry: Arc<Registry>,
-    /// For `/readyz` only: whether appends can succeed.
+    /// For `/readyz` and `/metrics` only: whether appends can succeed, bytes held.
     pub wal: Arc<Wal>,
+    pub budget: Arc<MemoryBudget>,
+    pub metrics: Arc<HttpMetrics>,
     pub ingestor: Ingestor,
     pub status: Arc<Status>,
     pub sinks: Vec<(&'static str, Arc<SinkProgress>)>,

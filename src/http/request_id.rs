@@ -1,22 +1,26 @@
 //! Request ids (SPEC §7): every request gets one, kept from a sane incoming `X-Request-Id`
 //! (1 to 128 characters from `[A-Za-z0-9._:-]`) or generated, carried by the request's
 //! tracing span (so every log line of the request shows it), logged once at debug with the
-//! status and duration, and returned in `X-Request-Id`.
+//! status and duration, counted in the metrics, and returned in `X-Request-Id`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::AppState;
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REQUEST_ID_BYTES_MAX: usize = 128;
 
-pub async fn request_id(request: Request, next: Next) -> Response {
+pub async fn request_id(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -31,10 +35,12 @@ pub async fn request_id(request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    state.metrics.record(response.status().as_u16(), elapsed);
     span.in_scope(|| {
         tracing::debug!(
             status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "request"
         )
     });

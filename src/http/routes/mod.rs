@@ -17,6 +17,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/v1/streams", get(streams::list))
         .route("/v1/streams/{stream}", get(streams::show).put(streams::put))
         .route("/v1/streams/{stream}/events", post(ingest::post_events))
@@ -24,6 +25,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are capped by our own limits (server.max_body_bytes), not axum's default.
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(super::request_id::request_id))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), super::request_id::request_id))
         .with_state(state)
 }

@@ -4,13 +4,37 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::http::AppState;
+use crate::metrics::{Snapshot, render};
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// `/metrics`: Prometheus text format 0.0.4.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    let streams = state
+        .registry
+        .list()
+        .iter()
+        .map(|stream| {
+            let stats = stream.stats.snapshot();
+            let counts = [stats.accepted, stats.rejected, stats.dead_lettered, stats.delivered_parquet];
+            (stream.name.to_string(), counts)
+        })
+        .collect();
+    let snapshot = Snapshot {
+        http: &state.metrics,
+        streams,
+        buffered_bytes: state.budget.held(),
+        wal_bytes: state.wal.bytes_held(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&snapshot))
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
