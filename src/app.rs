@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::auth::{self, KeyStore, Scope};
 use crate::budget::MemoryBudget;
-use crate::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
+use crate::cli::{CheckArgs, Cli, Command, KeysArgs, KeysCommand, LogFormat, ScopeArg, ServeArgs};
 use crate::config::{Config, ConfigError, Overrides, valid_node_id};
 use crate::http::{AppState, Status};
 use crate::ingest::Ingestor;
@@ -38,6 +39,62 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Keys(args) => keys(args),
+    }
+}
+
+fn keys(args: KeysArgs) -> ExitCode {
+    let overrides = Overrides { bind: None, data_dir: args.data_dir.clone() };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("floodway: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = &config.auth.keys_file;
+    let outcome = match args.command {
+        KeysCommand::Create { name, streams, scopes, rate_limit } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| match s {
+                    ScopeArg::Write => Scope::Write,
+                    ScopeArg::Read => Scope::Read,
+                    ScopeArg::Admin => Scope::Admin,
+                })
+                .collect();
+            auth::create(path, &name, scopes, streams, rate_limit).map(|token| {
+                println!("{token}");
+                eprintln!("key \"{name}\" created in {}; the token above is shown only once", path.display());
+            })
+        }
+        KeysCommand::List => auth::list(path).map(|keys| {
+            println!("{:<24} {:<18} {:<24} {:<10} CREATED", "NAME", "SCOPES", "STREAMS", "RATE");
+            for key in keys {
+                let scopes: Vec<String> =
+                    key.scopes.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+                let streams = key.streams.as_ref().map_or("*".to_owned(), |s| s.join(","));
+                let rate = key.rate_limit.map_or("-".to_owned(), |r| r.to_string());
+                println!(
+                    "{:<24} {:<18} {:<24} {:<10} {}",
+                    key.name,
+                    scopes.join(","),
+                    streams,
+                    rate,
+                    key.created_at
+                );
+            }
+        }),
+        KeysCommand::Revoke { name } => {
+            auth::revoke(path, &name).map(|()| eprintln!("key \"{name}\" revoked"))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("floodway: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -100,11 +157,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !config.server.bind.ip().is_loopback() && !args.insecure_no_auth {
+    let keys = match KeyStore::open(&config.auth.keys_file) {
+        Ok(keys) => Arc::new(keys),
+        Err(error) => {
+            eprintln!("floodway: auth.keys_file: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !config.server.bind.ip().is_loopback() && keys.is_empty() && !args.insecure_no_auth {
         eprintln!(
             "floodway: refusing to listen on {} without API keys: anyone who can reach it could write \
-             and alter streams. Listen on a loopback address, or pass --insecure-no-auth if another \
-             layer protects it.",
+             and alter streams. Create a key with `floodway keys create --name NAME`, listen on a \
+             loopback address, or pass --insecure-no-auth if another layer protects it.",
             config.server.bind
         );
         return ExitCode::FAILURE;
@@ -114,7 +178,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .thread_name("floodway-worker")
         .build()
         .expect("the async runtime starts");
-    match runtime.block_on(serve_until_stopped(config, streams)) {
+    match runtime.block_on(serve_until_stopped(config, streams, keys)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -124,7 +188,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> anyhow::Result<()> {
+async fn serve_until_stopped(
+    config: Config,
+    streams: Vec<DeclaredStream>,
+    keys: Arc<KeyStore>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let data_dir = config.server.data_dir.clone();
     durable::create_dir_all(&data_dir).with_context(|| format!("create data dir {}", data_dir.display()))?;
@@ -187,7 +255,9 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
         let metrics = metrics.clone();
         async move { metrics.run_heartbeat().await }
     });
+    let key_reloader = tokio::spawn(reload_keys(keys.clone()));
     let state = Arc::new(AppState {
+        keys,
         registry: registry.clone(),
         wal: wal.clone(),
         budget,
@@ -229,6 +299,7 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     let _ = stop_sender.send(());
     server.await.context("stop the HTTP server")?;
     heartbeat.abort();
+    key_reloader.abort();
 
     // No more appends; the consumers apply what is durable, commit, and stop.
     wal.close().await;
@@ -247,6 +318,20 @@ async fn serve_until_stopped(config: Config, streams: Vec<DeclaredStream>) -> an
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Picks up `floodway keys create` and `revoke` within a second, without a restart.
+async fn reload_keys(keys: Arc<KeyStore>) {
+    let mut ticker = tokio::time::interval(auth::RELOAD_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let keys = keys.clone();
+        match tokio::task::spawn_blocking(move || keys.reload()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "reload API keys: keeping the previous ones"),
+            Err(error) => tracing::warn!(%error, "reload API keys"),
+        }
+    }
 }
 
 fn spawn_consumer(

@@ -24,6 +24,49 @@ pub enum Command {
     Check(CheckArgs),
     /// Load generator: send generated events to a stream and report throughput and latency.
     Bench(BenchArgs),
+    /// Manage API keys: create (prints the token once), list, revoke.
+    Keys(KeysArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+    /// TOML configuration file (for auth.keys_file and server.data_dir).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data dir, when the keys file is the default {data_dir}/keys.json.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; its token is printed alone on the first line, and never again.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Streams the key may use (comma-separated); every stream when not given.
+        #[arg(long, value_delimiter = ',')]
+        streams: Option<Vec<String>>,
+        /// write (ingest), read (stream info), admin (create and alter streams).
+        #[arg(long, value_delimiter = ',', default_value = "write")]
+        scopes: Vec<ScopeArg>,
+        /// Events per second allowed to this key.
+        #[arg(long, value_name = "N")]
+        rate_limit: Option<u64>,
+    },
+    /// List keys: name, scopes, streams, rate limit, creation time (never a token or hash).
+    List,
+    /// Revoke a key; a running server stops accepting it within a second.
+    Revoke { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeArg {
+    Write,
+    Read,
+    Admin,
 }
 
 #[derive(clap::Args, Debug)]

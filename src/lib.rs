@@ -18,6 +18,7 @@
 //! `bench` is the load generator, a plain HTTP client.
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod budget;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The HTTP front: the listener and its limits (`server`), the routes, and the mapping of
 //! errors to status codes (`error`). It talks to `ingest` and the stream registry only.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod request_id;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::auth::KeyStore;
 use crate::budget::MemoryBudget;
 use crate::ingest::Ingestor;
 use crate::metrics::HttpMetrics;
@@ -44,6 +46,7 @@ impl Status {
 }
 
 pub struct AppState {
+    pub keys: Arc<KeyStore>,
     pub registry: Arc<Registry>,
     /// For `/readyz` and `/metrics` only: whether appends can succeed, bytes held.
     pub wal: Arc<Wal>,

@@ -10,7 +10,9 @@ use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
+use crate::auth::Scope;
 use crate::http::AppState;
+use crate::http::access::authorize;
 use crate::http::body::read_capped;
 use crate::http::error::ApiError;
 use crate::ingest::{Answer, Encoding, Request};
@@ -28,6 +30,7 @@ pub async fn post_events(
     if !state.status.is_ready() {
         return Err(ApiError::not_ready());
     }
+    authorize(&state, &headers, Scope::Write, Some(&stream))?;
     if state.registry.get(&stream).is_none() {
         return Err(ApiError::stream_not_found(&stream));
     }

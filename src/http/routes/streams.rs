@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use crate::auth::Scope;
 use crate::http::AppState;
+use crate::http::access::authorize;
 use crate::http::body::read_capped;
 use crate::http::error::ApiError;
 use crate::schema::registry::PutOutcome;
@@ -22,6 +24,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers, Scope::Admin, Some(&name))?;
     let bytes =
         read_capped(&headers, body, SCHEMA_BYTES_MAX, "the schema size limit", state.request_timeout).await?;
     let registry = state.registry.clone();
@@ -42,20 +45,23 @@ pub async fn put(
     Ok((status, Json(describe(&state, &stream))))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Scope::Read, None)?;
     let streams: Vec<Value> = state
         .registry
         .list()
         .iter()
         .map(|s| json!({"name": &*s.name, "version": s.schema().version}))
         .collect();
-    Json(json!({"streams": streams}))
+    Ok(Json(json!({"streams": streams})))
 }
 
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Scope::Read, Some(&name))?;
     let stream = state.registry.get(&name).ok_or_else(|| ApiError::stream_not_found(&name))?;
     Ok(Json(describe(&state, &stream)))
 }
