@@ -258,6 +258,7 @@ async fn serve_until_stopped(
     let key_reloader = tokio::spawn(reload_keys(keys.clone()));
     let state = Arc::new(AppState {
         keys,
+        rate_limiter: Default::default(),
         registry: registry.clone(),
         wal: wal.clone(),
         budget,

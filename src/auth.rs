@@ -148,10 +148,18 @@ pub struct KeyStore {
     seen: RwLock<Option<(SystemTime, u64)>>,
 }
 
+/// A key's allowance: its name (the bucket it draws from) and events per second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub key: String,
+    pub events_per_second: u64,
+}
+
 /// The outcome of checking a request's credentials.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Access {
-    Granted,
+    /// Allowed; with the key's rate limit (events/s) when it has one.
+    Granted(Option<RateLimit>),
     /// No or an unknown token (401).
     Unauthenticated,
     /// A known token without the scope or the stream (403).
@@ -187,7 +195,7 @@ impl KeyStore {
     pub fn check(&self, token: Option<&str>, scope: Scope, stream: Option<&str>) -> Access {
         let keys = self.keys.read().expect("keys lock is never poisoned");
         if keys.is_empty() {
-            return Access::Granted;
+            return Access::Granted(None);
         }
         let Some(token) = token else { return Access::Unauthenticated };
         let hash = hash_token(token);
@@ -206,7 +214,10 @@ impl KeyStore {
             (Some(stream), Some(allowed)) if !allowed.iter().any(|s| s == stream) => {
                 Access::Forbidden("the key is not allowed on this stream")
             }
-            _ => Access::Granted,
+            _ => Access::Granted(
+                key.rate_limit
+                    .map(|events_per_second| RateLimit { key: key.name.clone(), events_per_second }),
+            ),
         }
     }
 }
@@ -224,12 +235,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
         let store = KeyStore::open(&path).unwrap();
-        assert_eq!(store.check(None, Scope::Admin, None), Access::Granted, "no keys: open");
+        assert_eq!(store.check(None, Scope::Admin, None), Access::Granted(None), "no keys: open");
         let token = create(&path, "ci", vec![Scope::Write], Some(vec!["a".into()]), None).unwrap();
         assert!(token.starts_with(TOKEN_PREFIX));
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&token), "only the hash is stored");
         store.reload().unwrap();
-        assert_eq!(store.check(Some(&token), Scope::Write, Some("a")), Access::Granted);
+        assert_eq!(store.check(Some(&token), Scope::Write, Some("a")), Access::Granted(None));
         assert!(matches!(store.check(Some(&token), Scope::Write, Some("b")), Access::Forbidden(_)));
         assert!(matches!(store.check(Some(&token), Scope::Admin, Some("a")), Access::Forbidden(_)));
         assert_eq!(store.check(Some("fw_wrong"), Scope::Write, Some("a")), Access::Unauthenticated);

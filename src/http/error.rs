@@ -11,20 +11,28 @@ use crate::schema::registry::PutError;
 use crate::wal::AppendError;
 
 /// Seconds a client is asked to wait before retrying a 429 or 503.
-const RETRY_AFTER_SECONDS: u32 = 1;
+const RETRY_AFTER_SECONDS: u64 = 1;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
-    /// More members of the body (e.g. the per-event errors of a 422).
-    pub extra: Map<String, Value>,
+    /// More members of the body (e.g. the per-event errors of a 422); boxed to keep errors small.
+    pub extra: Box<Map<String, Value>>,
+    /// `Retry-After` for 429, 503 and 507 answers.
+    pub retry_after_seconds: u64,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), extra: Map::new() }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Box::default(),
+            retry_after_seconds: RETRY_AFTER_SECONDS,
+        }
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
@@ -78,7 +86,7 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert("error".into(), self.code.into());
         body.insert("detail".into(), self.detail.into());
-        body.extend(self.extra);
+        body.extend(*self.extra);
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -89,7 +97,7 @@ impl IntoResponse for ApiError {
             StatusCode::INSUFFICIENT_STORAGE,
         ];
         if retry.contains(&self.status) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_seconds));
         }
         response
     }
@@ -110,7 +118,7 @@ impl From<IngestError> for ApiError {
             IngestError::InvalidEvents(report) => {
                 let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_events", detail);
                 if let Value::Object(members) = report.to_json() {
-                    error.extra = members;
+                    error.extra = Box::new(members);
                 }
                 error
             }

@@ -47,6 +47,7 @@ impl Status {
 
 pub struct AppState {
     pub keys: Arc<KeyStore>,
+    pub rate_limiter: access::RateLimiter,
     pub registry: Arc<Registry>,
     /// For `/readyz` and `/metrics` only: whether appends can succeed, bytes held.
     pub wal: Arc<Wal>,

@@ -83,7 +83,7 @@ fn error_json(error: &EventError) -> Value {
 
 /// The answer to give: a new one, or the first answer to the same Idempotency-Key again.
 pub enum Answer {
-    Fresh(Vec<u8>),
+    Fresh { body: Vec<u8>, accepted: u64 },
     Replayed(Bytes),
 }
 
@@ -193,7 +193,7 @@ impl Ingestor {
             _ => &stream.stats.rejected,
         };
         invalid_counter.fetch_add(report.invalid, Ordering::Relaxed);
-        Ok(Answer::Fresh(prepared.answer))
+        Ok(Answer::Fresh { body: prepared.answer, accepted: report.accepted })
     }
 }
 

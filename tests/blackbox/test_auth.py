@@ -49,7 +49,7 @@ def test_auth_matrix(make_server: Callable[..., Server]) -> None:
     body = ndjson([event(1)])
     post = {"data": body, "headers": {"Content-Type": "application/x-ndjson"}}
     # Keys appear without a restart (reloaded within a second).
-    wait_for(lambda: status(server, "POST", "/v1/streams/a/events", None, **post) == 401, timeout=5, what="auth on")
+    wait_for(lambda: status(server, "GET", "/v1/streams", None) == 401, timeout=5, what="auth on")
     resp = server.request("POST", "/v1/streams/a/events", data=body)
     assert resp.status_code == 401 and resp.json()["error"] == "unauthorized"
     assert resp.headers.get("WWW-Authenticate") == "Bearer"
@@ -78,3 +78,21 @@ def test_non_loopback_without_keys_is_refused(make_server: Callable[..., Server]
     server.spawn()
     assert server.wait_exit(timeout=20) != 0
     assert "refusing to listen" in server.log()
+
+
+def test_rate_limit_answers_429_with_retry_after(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    server.create_stream("a")
+    token = keys(server, "create", "--name", "slow", "--scopes", "write,read", "--rate-limit", "100").splitlines()[0]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
+    body = ndjson([event(i) for i in range(300)])
+    wait_for(lambda: server.request("GET", "/v1/streams").status_code == 401, what="auth on")
+    first = server.request("POST", "/v1/streams/a/events", data=body, headers=headers)
+    assert first.status_code == 200, first.text
+    second = server.request("POST", "/v1/streams/a/events", data=body, headers=headers)
+    assert second.status_code == 429, second.text
+    assert second.json()["error"] == "rate_limited"
+    assert int(second.headers["Retry-After"]) >= 1
+    # Nothing of the refused request was stored.
+    info = server.request("GET", "/v1/streams/a", headers=headers).json()
+    assert info["accepted"] == 300, info

@@ -30,7 +30,18 @@ pub async fn post_events(
     if !state.status.is_ready() {
         return Err(ApiError::not_ready());
     }
-    authorize(&state, &headers, Scope::Write, Some(&stream))?;
+    let rate_limit = authorize(&state, &headers, Scope::Write, Some(&stream))?;
+    if let Some(limit) = &rate_limit {
+        state.rate_limiter.admit(limit).map_err(|wait| {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("the key's rate limit of {} events/s is used up", limit.events_per_second),
+            );
+            error.retry_after_seconds = wait;
+            error
+        })?;
+    }
     if state.registry.get(&stream).is_none() {
         return Err(ApiError::stream_not_found(&stream));
     }
@@ -45,7 +56,12 @@ pub async fn post_events(
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
     let request = Request { body, encoding, format, received_at_micros, idempotency_key };
     let (answer, replayed) = match state.ingestor.ingest(&stream, request).await? {
-        Answer::Fresh(body) => (Body::from(body), false),
+        Answer::Fresh { body, accepted } => {
+            if let Some(limit) = &rate_limit {
+                state.rate_limiter.charge(limit, accepted);
+            }
+            (Body::from(body), false)
+        }
         Answer::Replayed(body) => (Body::from(body), true),
     };
     let mut response = Response::new(answer);
