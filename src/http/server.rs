@@ -2,6 +2,7 @@
 //! client may take to send its headers, and shuts down gracefully (in-flight requests finish).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +11,10 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+/// Connections served at once; the next waits in the kernel's backlog until one closes.
+const CONNECTIONS_MAX: usize = 4096;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -27,7 +31,12 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(request_timeout);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
         let (socket, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -47,6 +56,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

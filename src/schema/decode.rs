@@ -379,8 +379,9 @@ fn read_unknown(
     let start = parser.pos;
     parser.skip_value(0)?;
     match rule {
+        // An unknown name is the client's text: cut it, so a huge key cannot bloat the answer.
         UnknownFields::Reject => {
-            Ok(Some(Fault { field: Some(name.into()), reason: "unknown field".to_owned() }))
+            Ok(Some(Fault { field: Some(shorten(name).as_ref().into()), reason: "unknown field".to_owned() }))
         }
         UnknownFields::Drop => Ok(None),
         UnknownFields::Keep => {
