@@ -164,7 +164,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !config.server.bind.ip().is_loopback() && keys.is_empty() && !args.insecure_no_auth {
+    let exposed = !config.server.bind.ip().is_loopback() && !args.insecure_no_auth;
+    if exposed {
+        keys.require_keys();
+    }
+    if exposed && keys.is_empty() {
         eprintln!(
             "floodway: refusing to listen on {} without API keys: anyone who can reach it could write \
              and alter streams. Create a key with `floodway keys create --name NAME`, listen on a \

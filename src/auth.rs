@@ -144,6 +144,8 @@ pub fn list(path: &Path) -> Result<Vec<Key>, KeysError> {
 /// What the server checks requests against; reloaded when the file changes.
 pub struct KeyStore {
     path: PathBuf,
+    /// A node reachable beyond loopback never opens up, even if its last key is revoked.
+    required: std::sync::atomic::AtomicBool,
     keys: RwLock<Vec<Key>>,
     seen: RwLock<Option<(SystemTime, u64)>>,
 }
@@ -168,10 +170,19 @@ pub enum Access {
 
 impl KeyStore {
     pub fn open(path: &Path) -> Result<KeyStore, KeysError> {
-        let store =
-            KeyStore { path: path.to_path_buf(), keys: RwLock::new(Vec::new()), seen: RwLock::new(None) };
+        let store = KeyStore {
+            path: path.to_path_buf(),
+            required: false.into(),
+            keys: RwLock::new(Vec::new()),
+            seen: RwLock::new(None),
+        };
         store.reload()?;
         Ok(store)
+    }
+
+    /// From now on a request needs a valid key even when no key exists.
+    pub fn require_keys(&self) {
+        self.required.store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,7 +205,7 @@ impl KeyStore {
     /// With no keys at all, everything is open (loopback-only by default, SPEC §1).
     pub fn check(&self, token: Option<&str>, scope: Scope, stream: Option<&str>) -> Access {
         let keys = self.keys.read().expect("keys lock is never poisoned");
-        if keys.is_empty() {
+        if keys.is_empty() && !self.required.load(std::sync::atomic::Ordering::Acquire) {
             return Access::Granted(None);
         }
         let Some(token) = token else { return Access::Unauthenticated };
@@ -251,5 +262,13 @@ mod tests {
         store.reload().unwrap();
         assert_eq!(store.check(Some(&token), Scope::Write, Some("a")), Access::Unauthenticated);
         assert!(matches!(revoke(&path, "ci"), Err(KeysError::Unknown(_))));
+        revoke(&path, "other").unwrap();
+        store.require_keys();
+        store.reload().unwrap();
+        assert_eq!(
+            store.check(None, Scope::Read, None),
+            Access::Unauthenticated,
+            "required: no keys, no access"
+        );
     }
 }

@@ -53,7 +53,7 @@ pub enum KeysCommand {
         #[arg(long, value_delimiter = ',', default_value = "write")]
         scopes: Vec<ScopeArg>,
         /// Events per second allowed to this key.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         rate_limit: Option<u64>,
     },
     /// List keys: name, scopes, streams, rate limit, creation time (never a token or hash).

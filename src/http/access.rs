@@ -20,11 +20,11 @@ pub fn authorize(
     scope: Scope,
     stream: Option<&str>,
 ) -> Result<Option<RateLimit>, ApiError> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let token = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        // The scheme is case-insensitive (RFC 9110).
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    });
     match state.keys.check(token, scope, stream) {
         Access::Granted(limit) => Ok(limit),
         Access::Unauthenticated => Err(ApiError::new(
