@@ -23,7 +23,9 @@ use crate::ingest::journal;
 use crate::metrics::HttpMetrics;
 use crate::schema::parse::{parse_schema, valid_stream_name};
 use crate::schema::registry::Registry;
-use crate::sinks::parquet::{self, ParquetSink, SinkProgress};
+use crate::sinks::SinkProgress;
+use crate::sinks::parquet::{self, ParquetSink};
+use crate::sinks::postgres::{self, PostgresSink};
 use crate::wal::{Lsn, SEGMENT_BYTES_TARGET, Wal, WalOptions};
 use crate::{durable, http};
 
@@ -229,12 +231,35 @@ async fn serve_until_stopped(
     )
     .context("open the Parquet sink")?;
     let parquet_progress = parquet.progress();
+    let postgres = match config.postgres.clone() {
+        Some(pg) => Some(
+            PostgresSink::open(
+                pg,
+                node_id.clone(),
+                registry.clone(),
+                wal.clone(),
+                &data_dir.join(SINK_STATE_DIR),
+            )
+            .context("open the PostgreSQL sink")?,
+        ),
+        None => None,
+    };
     // Every consumer registers before any of them runs: a checkpoint deletes the segments
     // that every consumer registered so far is past.
     let journal_reader = wal.register(journal::CONSUMER, journal.lsn)?;
     let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn())?;
+    let postgres_reader = match &postgres {
+        Some(sink) => Some(wal.register(postgres::NAME, sink.checkpoint_lsn()).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: to start the PostgreSQL sink afresh, remove sinks/{}.json from the data dir",
+                postgres::NAME
+            )
+        })?),
+        None => None,
+    };
+    let mut sinks = vec![(parquet::NAME, parquet_progress.clone())];
     let stop_consumers = Arc::new(AtomicBool::new(false));
-    let consumers = vec![
+    let mut consumers = vec![
         spawn_consumer("parquet-sink", {
             let stop = stop_consumers.clone();
             move || parquet.run(parquet_reader, stop)
@@ -244,6 +269,11 @@ async fn serve_until_stopped(
             move || journal::run(data_dir, wal, journal_reader, journal, stop)
         })?,
     ];
+    if let (Some(sink), Some(reader)) = (postgres, postgres_reader) {
+        sinks.push((postgres::NAME, sink.progress()));
+        let stop = stop_consumers.clone();
+        consumers.push(spawn_consumer("postgres-sink", move || sink.run(reader, stop))?);
+    }
 
     let status = Arc::new(Status::default());
     let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
@@ -269,7 +299,7 @@ async fn serve_until_stopped(
         metrics,
         ingestor,
         status: status.clone(),
-        sinks: vec![(parquet::NAME, parquet_progress.clone())],
+        sinks,
         max_body_bytes: config.server.max_body_bytes,
         max_decompressed_bytes: config.server.max_decompressed_bytes,
         request_timeout: config.server.request_timeout,

@@ -3,6 +3,7 @@
 //! layer sees (answers by code, request durations) and the runtime-lag heartbeat live here.
 //! Labels come from bounded sets: stream names, sink names, three-digit codes.
 
+use crate::schema::registry::StatsSnapshot;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -91,8 +92,9 @@ impl HttpMetrics {
 /// What a scrape reads from the rest of the process.
 pub struct Snapshot<'a> {
     pub http: &'a HttpMetrics,
-    /// (stream, accepted, rejected, dead_lettered, delivered to parquet)
-    pub streams: Vec<(String, [u64; 4])>,
+    pub streams: Vec<(String, StatsSnapshot)>,
+    /// The configured sinks, by name.
+    pub sinks: Vec<&'static str>,
     pub buffered_bytes: u64,
     pub wal_bytes: u64,
 }
@@ -101,8 +103,8 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
     let mut out = String::with_capacity(4096);
     snapshot.http.write(&mut out);
     family(&mut out, "floodway_events_accepted_total", "counter", "events accepted, by stream");
-    for (stream, [accepted, ..]) in &snapshot.streams {
-        let _ = writeln!(out, "floodway_events_accepted_total{{stream=\"{stream}\"}} {accepted}");
+    for (stream, stats) in &snapshot.streams {
+        let _ = writeln!(out, "floodway_events_accepted_total{{stream=\"{stream}\"}} {}", stats.accepted);
     }
     family(
         &mut out,
@@ -110,20 +112,27 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         "counter",
         "events not accepted, by stream and reason",
     );
-    for (stream, [_, rejected, dead_lettered, _]) in &snapshot.streams {
+    for (stream, stats) in &snapshot.streams {
         let _ = writeln!(
             out,
-            "floodway_events_rejected_total{{stream=\"{stream}\",reason=\"invalid\"}} {rejected}"
+            "floodway_events_rejected_total{{stream=\"{stream}\",reason=\"invalid\"}} {}",
+            stats.rejected
         );
         let _ = writeln!(
             out,
-            "floodway_events_rejected_total{{stream=\"{stream}\",reason=\"dead_lettered\"}} {dead_lettered}"
+            "floodway_events_rejected_total{{stream=\"{stream}\",reason=\"dead_lettered\"}} {}",
+            stats.dead_lettered
         );
     }
     family(&mut out, "floodway_sink_events_total", "counter", "events delivered, by sink and stream");
-    for (stream, [.., delivered]) in &snapshot.streams {
-        let _ =
-            writeln!(out, "floodway_sink_events_total{{sink=\"parquet\",stream=\"{stream}\"}} {delivered}");
+    for sink in &snapshot.sinks {
+        for (stream, stats) in &snapshot.streams {
+            let delivered = stats.delivered(sink);
+            let _ = writeln!(
+                out,
+                "floodway_sink_events_total{{sink=\"{sink}\",stream=\"{stream}\"}} {delivered}"
+            );
+        }
     }
     family(
         &mut out,
@@ -131,9 +140,11 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         "gauge",
         "events accepted but not yet delivered, by sink and stream",
     );
-    for (stream, [accepted, _, _, delivered]) in &snapshot.streams {
-        let lag = accepted.saturating_sub(*delivered);
-        let _ = writeln!(out, "floodway_sink_lag_events{{sink=\"parquet\",stream=\"{stream}\"}} {lag}");
+    for sink in &snapshot.sinks {
+        for (stream, stats) in &snapshot.streams {
+            let lag = stats.accepted.saturating_sub(stats.delivered(sink));
+            let _ = writeln!(out, "floodway_sink_lag_events{{sink=\"{sink}\",stream=\"{stream}\"}} {lag}");
+        }
     }
     family(&mut out, "floodway_buffered_bytes", "gauge", "checked batches in memory, waiting for the WAL");
     let _ = writeln!(out, "floodway_buffered_bytes {}", snapshot.buffered_bytes);
@@ -168,7 +179,13 @@ mod tests {
         http.record(200, Duration::from_micros(500));
         http.record(200, Duration::from_millis(20));
         http.record(429, Duration::from_secs(10));
-        let text = render(&Snapshot { http: &http, streams: vec![], buffered_bytes: 0, wal_bytes: 0 });
+        let text = render(&Snapshot {
+            http: &http,
+            streams: vec![],
+            sinks: vec![],
+            buffered_bytes: 0,
+            wal_bytes: 0,
+        });
         assert!(text.contains("floodway_requests_total{code=\"200\"} 2"), "{text}");
         assert!(text.contains("floodway_requests_total{code=\"429\"} 1"), "{text}");
         assert!(text.contains("floodway_request_duration_seconds_bucket{le=\"0.001\"} 1"), "{text}");

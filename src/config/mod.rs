@@ -25,6 +25,10 @@ pub const DEFAULT_WAL_MAX_BYTES: u64 = 10 << 30;
 pub const WAL_MAX_BYTES_MIN: u64 = 1 << 20;
 pub const DEFAULT_PARQUET_MAX_ROWS: u64 = 1_000_000;
 pub const DEFAULT_PARQUET_MAX_AGE: Duration = Duration::from_secs(10);
+pub const DEFAULT_POSTGRES_SCHEMA: &str = "public";
+pub const DEFAULT_POSTGRES_POOL_SIZE: u64 = 8;
+const POSTGRES_POOL_SIZE_MAX: u64 = 64;
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -34,6 +38,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub wal: WalConfig,
     pub parquet: ParquetConfig,
+    /// `None`: no PostgreSQL sink.
+    pub postgres: Option<PostgresConfig>,
     pub auth: AuthConfig,
     pub streams: Vec<StreamDecl>,
 }
@@ -83,6 +89,32 @@ pub struct ParquetConfig {
     pub compression: ParquetCompression,
     pub max_rows: u64,
     pub max_age: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionBy {
+    Hour,
+    Day,
+    Month,
+}
+
+impl PartitionBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionBy::Hour => "hour",
+            PartitionBy::Day => "day",
+            PartitionBy::Month => "month",
+        }
+    }
+}
+
+/// `[sinks.postgres]`. The connection settings keep the password; their `Debug` hides it.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    pub connection: tokio_postgres::Config,
+    pub schema: String,
+    pub pool_size: usize,
+    pub partition: PartitionBy,
 }
 
 #[derive(Clone, Debug)]
@@ -173,12 +205,7 @@ impl Config {
             ));
         }
 
-        if sinks.postgres.is_some() {
-            return Err(check.error(
-                "sinks.postgres",
-                "the PostgreSQL sink is not available in this version of floodway",
-            ));
-        }
+        let postgres = sinks.postgres.as_ref().map(|p| check.postgres(p)).transpose()?;
         let parquet = sinks.parquet.as_ref();
         let target = match parquet.and_then(|p| p.target.as_deref()) {
             None => data_dir.join("parquet"),
@@ -237,6 +264,7 @@ impl Config {
             limits: LimitsConfig { max_buffered_bytes },
             wal: WalConfig { sync, max_bytes: wal_max_bytes },
             parquet: ParquetConfig { target, compression, max_rows, max_age },
+            postgres,
             auth: AuthConfig { keys_file },
             streams,
         })
@@ -299,6 +327,56 @@ impl Checker<'_> {
             (Some(file), true) => file.parent().unwrap_or(Path::new(".")).join(path),
             _ => path,
         }
+    }
+
+    fn postgres(&self, raw: &raw::RawPostgres) -> Result<PostgresConfig, ConfigError> {
+        let Some(url) = raw.url.as_deref() else {
+            return Err(self.error(
+                "sinks.postgres.url",
+                "is required, e.g. \"postgres://user@127.0.0.1:5432/telemetry\"",
+            ));
+        };
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(self.error("sinks.postgres.url", "must start with postgres:// or postgresql://"));
+        }
+        // The parser's message never repeats the URL, so the password stays out of it.
+        let mut connection: tokio_postgres::Config =
+            url.parse().map_err(|e| self.error("sinks.postgres.url", format!("is not a valid URL: {e}")))?;
+        if connection.get_dbname().is_none() {
+            return Err(self.error("sinks.postgres.url", "must name a database, e.g. .../telemetry"));
+        }
+        if connection.get_connect_timeout().is_none() {
+            connection.connect_timeout(POSTGRES_CONNECT_TIMEOUT);
+        }
+        if connection.get_application_name().is_none() {
+            connection.application_name("floodway");
+        }
+        let schema = raw.schema.clone().unwrap_or_else(|| DEFAULT_POSTGRES_SCHEMA.to_owned());
+        if !crate::schema::parse::valid_field_name(&schema) {
+            return Err(self.error(
+                "sinks.postgres.schema",
+                "use 1 to 63 characters from [A-Za-z0-9_], not starting with a digit",
+            ));
+        }
+        let pool_size =
+            self.positive("sinks.postgres.pool_size", raw.pool_size, DEFAULT_POSTGRES_POOL_SIZE)?;
+        if pool_size > POSTGRES_POOL_SIZE_MAX {
+            return Err(
+                self.error("sinks.postgres.pool_size", format!("must be at most {POSTGRES_POOL_SIZE_MAX}"))
+            );
+        }
+        let partition = match raw.partition.as_deref() {
+            Some("hour") => PartitionBy::Hour,
+            None | Some("day") => PartitionBy::Day,
+            Some("month") => PartitionBy::Month,
+            Some(other) => {
+                return Err(self.error(
+                    "sinks.postgres.partition",
+                    format!("must be \"hour\", \"day\" or \"month\", got \"{other}\""),
+                ));
+            }
+        };
+        Ok(PostgresConfig { connection, schema, pool_size: pool_size as usize, partition })
     }
 
     /// `sinks.parquet.target`: a plain path, `file:///abs` or `file://./rel`.

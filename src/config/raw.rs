@@ -63,7 +63,16 @@ pub struct RawWal {
 #[serde(deny_unknown_fields)]
 pub struct RawSinks {
     pub parquet: Option<RawParquet>,
-    pub postgres: Option<toml::Table>,
+    pub postgres: Option<RawPostgres>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub url: Option<String>,
+    pub schema: Option<String>,
+    pub pool_size: Option<u64>,
+    pub partition: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

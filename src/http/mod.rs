@@ -17,7 +17,7 @@ use crate::budget::MemoryBudget;
 use crate::ingest::Ingestor;
 use crate::metrics::HttpMetrics;
 use crate::schema::registry::Registry;
-use crate::sinks::parquet::SinkProgress;
+use crate::sinks::SinkProgress;
 use crate::wal::Wal;
 
 /// Whether the node takes traffic: ready after start-up, draining after a stop signal.

@@ -25,6 +25,7 @@ pub struct StreamStats {
     pub rejected: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub delivered_parquet: AtomicU64,
+    pub delivered_postgres: AtomicU64,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -33,6 +34,18 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     pub dead_lettered: u64,
     pub delivered_parquet: u64,
+    pub delivered_postgres: u64,
+}
+
+impl StatsSnapshot {
+    /// Events delivered by the sink named `sink`.
+    pub fn delivered(&self, sink: &str) -> u64 {
+        match sink {
+            crate::sinks::parquet::NAME => self.delivered_parquet,
+            crate::sinks::postgres::NAME => self.delivered_postgres,
+            _ => 0,
+        }
+    }
 }
 
 impl StreamStats {
@@ -42,6 +55,7 @@ impl StreamStats {
             rejected: self.rejected.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             delivered_parquet: self.delivered_parquet.load(Ordering::Relaxed),
+            delivered_postgres: self.delivered_postgres.load(Ordering::Relaxed),
         }
     }
 }

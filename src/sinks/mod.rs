@@ -2,8 +2,9 @@
 //! from its own checkpoint, and reports its health for `/readyz`.
 
 pub mod parquet;
+pub mod postgres;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// "ok" or "degraded", as `/readyz` shows it.
 #[derive(Debug, Default)]
@@ -19,4 +20,13 @@ impl SinkHealth {
     pub fn status(&self) -> &'static str {
         if self.degraded.load(Ordering::Relaxed) { "degraded" } else { "ok" }
     }
+}
+
+/// What the rest of the process sees of a sink.
+#[derive(Default)]
+pub struct SinkProgress {
+    /// How far the sink has come in the WAL (for the Parquet sink: the last record written
+    /// to an open or committed file; for PostgreSQL: its checkpoint).
+    pub applied: AtomicU64,
+    pub health: SinkHealth,
 }

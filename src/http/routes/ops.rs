@@ -22,15 +22,12 @@ pub async fn metrics(
         .registry
         .list()
         .iter()
-        .map(|stream| {
-            let stats = stream.stats.snapshot();
-            let counts = [stats.accepted, stats.rejected, stats.dead_lettered, stats.delivered_parquet];
-            (stream.name.to_string(), counts)
-        })
+        .map(|stream| (stream.name.to_string(), stream.stats.snapshot()))
         .collect();
     let snapshot = Snapshot {
         http: &state.metrics,
         streams,
+        sinks: state.sinks.iter().map(|(name, _)| *name).collect(),
         buffered_bytes: state.budget.held(),
         wal_bytes: state.wal.bytes_held(),
     };

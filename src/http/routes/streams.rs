@@ -70,17 +70,8 @@ fn describe(state: &AppState, stream: &crate::schema::registry::Stream) -> Value
     let schema = stream.schema();
     let stats = stream.stats.snapshot();
     let schema_json: Value = serde_json::from_str(&schema.canonical).expect("canonical schema is JSON");
-    let delivered: serde_json::Map<String, Value> = state
-        .sinks
-        .iter()
-        .map(|(sink, _)| {
-            let count = match *sink {
-                "parquet" => stats.delivered_parquet,
-                _ => 0,
-            };
-            ((*sink).to_owned(), count.into())
-        })
-        .collect();
+    let delivered: serde_json::Map<String, Value> =
+        state.sinks.iter().map(|(sink, _)| ((*sink).to_owned(), stats.delivered(sink).into())).collect();
     json!({
         "name": &*stream.name,
         "version": schema.version,

@@ -16,14 +16,14 @@ pub mod writer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{RecordBatch, UInt32Array};
 
-use super::SinkHealth;
+use super::SinkProgress;
 use crate::config::ParquetConfig;
 use crate::durable;
 use crate::pipeline::{self, Batch};
@@ -51,14 +51,6 @@ struct OpenOutput {
     first_lsn: Lsn,
     /// How far this file reaches: rows of record `last.lsn` up to `last.rows`.
     last: Committed,
-}
-
-/// What the rest of the process sees of the sink.
-#[derive(Default)]
-pub struct SinkProgress {
-    /// Last WAL record applied (written to an open or committed file).
-    pub applied: AtomicU64,
-    pub health: SinkHealth,
 }
 
 pub struct ParquetSink {
