@@ -74,12 +74,28 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 enum DbError {
-    #[error(transparent)]
+    #[error("{}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("no database connection: {0}")]
+    #[error("no database connection: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
     Refused(String),
+}
+
+/// An error and its causes, `: `-separated: "error connecting to server" alone does not say
+/// that the connection was refused. The causes never hold the password.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// What is known to exist in the database, so DDL is sent once.
