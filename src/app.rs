@@ -308,8 +308,14 @@ async fn serve_until_stopped(
     let listener = bind(config.server.bind).await?;
     let local = listener.local_addr().context("read the bound address")?;
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
+    let tls = match &config.server.tls {
+        Some(files) => Some(crate::tls::server_config(&files.cert, &files.key).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let server = tokio::spawn(http::server::serve(
         listener,
+        tls,
         http::routes::router(state),
         config.server.request_timeout,
         config.server.request_timeout,
@@ -319,7 +325,7 @@ async fn serve_until_stopped(
     ));
     wait_for_replay(&parquet_progress, recovered_lsn).await;
     status.set_ready();
-    tracing::info!(addr = %local, node_id = %node_id, data_dir = %data_dir.display(), recovered_lsn, "listening");
+    tracing::info!(addr = %local, scheme, node_id = %node_id, data_dir = %data_dir.display(), recovered_lsn, "listening");
 
     wait_for_stop_signal().await;
     status.start_draining();

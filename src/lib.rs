@@ -30,4 +30,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;
+pub mod tls;
 pub mod wal;

@@ -54,6 +54,14 @@ pub struct ServerConfig {
     pub max_decompressed_bytes: u64,
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
+    /// HTTPS when set: `server.tls_cert` and `server.tls_key`.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +123,8 @@ pub struct PostgresConfig {
     pub schema: String,
     pub pool_size: usize,
     pub partition: PartitionBy,
+    /// TLS to the database, trusting the CA certificates of this PEM file.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,11 +189,22 @@ impl Config {
         }
         let drain_timeout =
             check.duration("server.drain_timeout", server.drain_timeout.as_deref(), DEFAULT_DRAIN_TIMEOUT)?;
-        for (key, value) in [("server.tls_cert", &server.tls_cert), ("server.tls_key", &server.tls_key)] {
-            if value.is_some() {
-                return Err(check.error(key, "HTTPS is not available in this version of floodway"));
+        let tls = match (&server.tls_cert, &server.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => return Err(check.error("server.tls_key", "is needed with server.tls_cert")),
+            (None, Some(_)) => return Err(check.error("server.tls_cert", "is needed with server.tls_key")),
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: check.path("server.tls_cert", Some(cert), ""),
+                    key: check.path("server.tls_key", Some(key), ""),
+                };
+                crate::tls::load_certificates(&files.cert).map_err(|e| check.error("server.tls_cert", e))?;
+                crate::tls::load_private_key(&files.key).map_err(|e| check.error("server.tls_key", e))?;
+                crate::tls::server_config(&files.cert, &files.key)
+                    .map_err(|e| check.error("server.tls_cert", e))?;
+                Some(files)
             }
-        }
+        };
 
         let max_buffered_bytes = check.positive(
             "limits.max_buffered_bytes",
@@ -260,6 +281,7 @@ impl Config {
                 max_decompressed_bytes,
                 request_timeout,
                 drain_timeout,
+                tls,
             },
             limits: LimitsConfig { max_buffered_bytes },
             wal: WalConfig { sync, max_bytes: wal_max_bytes },
@@ -376,7 +398,31 @@ impl Checker<'_> {
                 ));
             }
         };
-        Ok(PostgresConfig { connection, schema, pool_size: pool_size as usize, partition })
+        let tls_ca_file =
+            raw.tls_ca_file.as_deref().map(|text| self.path("sinks.postgres.tls_ca_file", Some(text), ""));
+        match (&tls_ca_file, connection.get_ssl_mode()) {
+            (Some(_), tokio_postgres::config::SslMode::Disable) => {
+                return Err(
+                    self.error("sinks.postgres.tls_ca_file", "is set, but the URL says sslmode=disable")
+                );
+            }
+            (Some(file), _) => {
+                crate::tls::client_config(file).map_err(|e| self.error("sinks.postgres.tls_ca_file", e))?;
+                // With a CA to check the server against, TLS is required, never skipped.
+                connection.ssl_mode(tokio_postgres::config::SslMode::Require);
+            }
+            (None, tokio_postgres::config::SslMode::Require) => {
+                return Err(self.error(
+                    "sinks.postgres.url",
+                    "sslmode=require needs sinks.postgres.tls_ca_file: the PEM file of the CA that signed the server's certificate",
+                ));
+            }
+            // `prefer` (the URL default) without a CA: plain TCP.
+            (None, _) => {
+                connection.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            }
+        }
+        Ok(PostgresConfig { connection, schema, pool_size: pool_size as usize, partition, tls_ca_file })
     }
 
     /// `sinks.parquet.target`: a plain path, `file:///abs` or `file://./rel`.

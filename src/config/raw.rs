@@ -73,6 +73,7 @@ pub struct RawPostgres {
     pub schema: Option<String>,
     pub pool_size: Option<u64>,
     pub partition: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -45,7 +45,7 @@ pub struct Delivery {
     /// Periods the rows fall in: their partitions must exist before the COPY.
     pub periods: HashSet<Period>,
     /// Binary COPY data, header and trailer included.
-    pub copy: Vec<u8>,
+    pub copy: Bytes,
     pub first_lsn: Lsn,
     pub last_lsn: Lsn,
     pub rows: u64,
@@ -140,11 +140,15 @@ pub fn start(
     links: Links,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let Links { progress, stop, requests, outcomes } = links;
-    let manager = Manager::from_config(
-        config.connection.clone(),
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = match &config.tls_ca_file {
+        None => Manager::from_config(config.connection.clone(), NoTls, recycling),
+        Some(ca_file) => {
+            let tls = crate::tls::client_config(ca_file).map_err(std::io::Error::other)?;
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            Manager::from_config(config.connection.clone(), connector, recycling)
+        }
+    };
     let pool = Pool::builder(manager)
         .max_size(config.pool_size)
         .runtime(Runtime::Tokio1)
@@ -328,7 +332,7 @@ async fn deliver(shared: &Shared, delivery: &Delivery) -> Result<(), DbError> {
     let copy = sql::copy_in(&shared.schema, stream, &delivery.schema);
     let sink = transaction.copy_in(&copy).await?;
     futures_util::pin_mut!(sink);
-    sink.send(Bytes::copy_from_slice(&delivery.copy)).await?;
+    sink.send(delivery.copy.clone()).await?;
     sink.finish().await?;
     transaction.commit().await?;
     Ok(())

@@ -386,7 +386,7 @@ impl Runner {
             stream: stream.clone(),
             schema: group.schema,
             periods: group.hours,
-            copy: group.copy,
+            copy: group.copy.into(),
             first_lsn: group.first_lsn,
             last_lsn: group.last_lsn,
             rows: group.rows,
