@@ -226,6 +226,7 @@ class Server:
         config_path: Path | None = None,
         extra_args: list[str] | None = None,
         cwd: Path | None = None,
+        tls_ca: Path | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -242,6 +243,8 @@ class Server:
         self.extra_env = dict(env or {})
         self.extra_args = list(extra_args or [])
         self.cwd = cwd or self.root
+        # Set for a server with server.tls_cert: HTTPS, trusting this CA.
+        self.tls_ca = tls_ca
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.http = requests.Session()
@@ -299,7 +302,8 @@ class Server:
                     f"floodway exited with {code} before it was ready\n{self.log()}"
                 )
             try:
-                resp = requests.get(self.url("/readyz"), timeout=1.0)
+                verify: bool | str = str(self.tls_ca) if self.tls_ca is not None else True
+                resp = requests.get(self.url("/readyz"), timeout=1.0, verify=verify)
                 if resp.status_code == 200:
                     return
                 last = f"{resp.status_code} {resp.text[:200]}"
@@ -363,10 +367,14 @@ class Server:
     # -- HTTP ------------------------------------------------------------------------
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls_ca is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+        if self.tls_ca is not None:
+            # Per request: REQUESTS_CA_BUNDLE in the environment would beat the session's.
+            kwargs.setdefault("verify", str(self.tls_ca))
         return self.http.request(method, self.url(path), **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
