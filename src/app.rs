@@ -249,12 +249,7 @@ async fn serve_until_stopped(
     let journal_reader = wal.register(journal::CONSUMER, journal.lsn)?;
     let parquet_reader = wal.register(parquet::NAME, parquet.checkpoint_lsn())?;
     let postgres_reader = match &postgres {
-        Some(sink) => Some(wal.register(postgres::NAME, sink.checkpoint_lsn()).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}: to start the PostgreSQL sink afresh, remove sinks/{}.json from the data dir",
-                postgres::NAME
-            )
-        })?),
+        Some(sink) => Some(wal.register(postgres::NAME, sink.checkpoint_lsn())?),
         None => None,
     };
     let mut sinks = vec![(parquet::NAME, parquet_progress.clone())];
