@@ -66,3 +66,33 @@ def test_slow_headers_are_cut_off(make_server: Callable[..., Server]) -> None:
         answer = sock.recv(4096)
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
     still_serving(server)
+
+
+def test_early_answers_close_the_connection_and_keep_alive_survives_the_rest(
+    make_server: Callable[..., Server],
+) -> None:
+    """An answer given before the body was read says `Connection: close` (the server closes
+    such a connection), so a client never reuses a dead connection; answers after the body
+    was read keep the connection."""
+    server = make_server()
+    server.create_stream("s", {"fields": [{"name": "ts", "type": "timestamp"}], "time_field": "ts"})
+    body = ndjson([event(1)])
+    for _ in range(20):
+        unknown = server.request("POST", "/v1/streams/nope/events", data=body,
+                                 headers={"Content-Type": "application/x-ndjson"})
+        assert unknown.status_code == 404
+        no_route = server.request("PUT", "/v1/no/such/route", data=b'{"fields": []}',
+                                  headers={"Content-Type": "application/json"})
+        assert no_route.status_code == 404
+        assert no_route.headers.get("Connection", "").lower() == "close", no_route.headers
+        bad_name = server.request("PUT", "/v1/streams/Bad%20Name", data=b'{"fields": []}',
+                                  headers={"Content-Type": "application/json"})
+        assert bad_name.status_code == 400
+        # The same session goes on without a connection error.
+        invalid = server.request("POST", "/v1/streams/s/events", data=b'{"ts": 5}\n',
+                                 headers={"Content-Type": "application/x-ndjson"})
+        assert invalid.status_code == 200 and invalid.json()["rejected"] == 1, invalid.text
+        assert "close" not in invalid.headers.get("Connection", "").lower(), invalid.headers
+        ok = server.request("POST", "/v1/streams/s/events", data=ndjson([{"ts": "2024-05-01T00:00:00Z"}]),
+                            headers={"Content-Type": "application/x-ndjson"})
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
