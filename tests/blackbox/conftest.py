@@ -47,3 +47,38 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 def server(make_server: Callable[..., Server]) -> Server:
     """A running server with the default test config."""
     return make_server()
+
+
+# -- PostgreSQL (tests of the PostgreSQL sink) -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL server for the session (see pg.py), stopped at the end.
+
+    Started only when a test asks for it. $FLOODWAY_TEST_POSTGRES_URL: use that server.
+    """
+    import pg
+
+    try:
+        cluster = pg.make_cluster()
+    except pg.PgError as exc:
+        pytest.fail(str(exc), False)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_db(pg_cluster: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh, empty database for one test (a pg.PgDatabase: .url, .query(), .scalar())."""
+    pg_cluster.ensure_running()  # a failed outage test may have left it stopped
+    db = pg_cluster.create_database(request.node.name)
+    yield db
+    try:
+        pg_cluster.ensure_running()
+        pg_cluster.drop_database(db)
+    except Exception:  # noqa: BLE001 - the server is thrown away at the end anyway
+        pass
