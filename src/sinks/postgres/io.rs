@@ -10,7 +10,7 @@
 //! Start-up takes the node's advisory lock exclusively once, which waits for any transaction
 //! of an earlier run of this node still in flight, then reads the ledger past the checkpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -347,10 +347,10 @@ async fn prepare_table(
 ) -> Result<(), DbError> {
     let stream = &delivery.stream;
     let now = crate::ingest::idempotency::now_micros();
-    let needed = |cache: &TableCache| -> Option<(PartitionBy, Vec<Period>)> {
+    let needed = |cache: &TableCache| -> Option<(PartitionBy, BTreeSet<Period>)> {
         let by = cache.partition_by?;
         let current = partition::period_of(by, now);
-        let mut periods: Vec<Period> =
+        let mut periods: BTreeSet<Period> =
             delivery.periods.iter().map(|p| partition::period_of(by, p.start)).collect();
         periods.extend([current, partition::next(by, current)]);
         periods.retain(|p| !cache.partitions.contains(&partition::partition_name(stream, by, *p)));
@@ -381,6 +381,11 @@ async fn prepare_table(
                 // a partition could not be made): new ones go there too.
                 Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
                     tracing::warn!(sink = NAME, stream = %stream, partition = %name, "rows of this period stay in the default partition");
+                }
+                // A partition made otherwise (by hand, or with another `partition` setting)
+                // already covers part of the period: rows go where it routes them.
+                Err(e) if e.code() == Some(&SqlState::INVALID_OBJECT_DEFINITION) => {
+                    tracing::warn!(sink = NAME, stream = %stream, partition = %name, error = %with_causes(&e), "another partition covers part of this period");
                 }
                 Err(e) => already_exists(e)?,
             }
