@@ -856,7 +856,14 @@ impl<'a> Parser<'a> {
     /// Skips any JSON value, checking its syntax; `depth` counts the enclosing containers.
     fn skip_value(&mut self, depth: u32) -> Result<(), SyntaxError> {
         match self.peek() {
-            Some(b'"') => self.string_token().map(drop),
+            Some(b'"') => {
+                // Escapes are checked too: skipped text may still be stored (json, `_extra`).
+                let token = self.string_token()?;
+                if token.escaped {
+                    token.unescape_into(self.text, &mut String::new())?;
+                }
+                Ok(())
+            }
             Some(b'{') => self.skip_container(depth, b'}', true),
             Some(b'[') => self.skip_container(depth, b']', false),
             Some(b't') => self.literal(b"true"),

@@ -51,9 +51,18 @@ impl WalReader {
         if durable < self.next {
             return Ok(None);
         }
+        // The segment that just ended: the next record must be in another one.
+        let mut ended: Option<PathBuf> = None;
         loop {
             if self.segment.is_none() {
                 self.open_segment_holding(self.next)?;
+                let opened = self.segment.as_ref().map(|s| &s.path);
+                if ended.is_some() && opened == ended.as_ref() {
+                    // A segment shorter than the WAL's own record of it (cut by hand, or
+                    // damaged): reopening it would find the same end forever.
+                    self.segment = None;
+                    return Err(ReadError::Missing { lsn: self.next });
+                }
             }
             let segment = self.segment.as_mut().expect("opened above");
             let io = |source| ReadError::Io { path: segment.path.clone(), source };
@@ -62,7 +71,7 @@ impl WalReader {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     // This segment is done: the record is at the start of the next one.
-                    self.segment = None;
+                    ended = self.segment.take().map(|s| s.path);
                     continue;
                 }
                 Err(e) => return Err(io(e)),

@@ -10,6 +10,10 @@ pub const PAYLOAD_BYTES_MAX: usize = 256 << 20;
 
 /// Log sequence number: records are numbered 1, 2, 3, ... without gaps.
 pub type Lsn = u64;
+/// The largest record number: it fits a signed 64-bit integer (PostgreSQL's `bigint` in the
+/// ledger), and a million records a second would take 290,000 years to reach it. A segment
+/// named past it is damage.
+pub const LSN_MAX: Lsn = i64::MAX as Lsn;
 
 /// Appends one framed record to `out`.
 pub fn encode(lsn: Lsn, payload: &[u8], out: &mut Vec<u8>) {

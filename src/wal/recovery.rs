@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Decoded, Lsn};
+use super::record::{self, Decoded, LSN_MAX, Lsn};
 use super::{OpenError, Segment};
 use crate::durable;
 
@@ -34,6 +34,14 @@ pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
             .and_then(|n| n.strip_suffix(".wal"))
             .and_then(|n| n.parse::<Lsn>().ok());
         if let Some(first) = first {
+            // Records are numbered from 1, and never near the end of the number range.
+            if !(1..=LSN_MAX).contains(&first) {
+                return Err(OpenError::Corrupt {
+                    path,
+                    offset: 0,
+                    problem: "the segment's name is not a possible record number",
+                });
+            }
             files.push((first, path));
         }
     }
@@ -41,9 +49,12 @@ pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
 
     let mut segments = BTreeMap::new();
     let mut last_lsn: Lsn = 0;
+    // The record the next segment must start with, once a segment was seen (an empty
+    // segment counts: the records after it must follow on without a gap).
+    let mut next_expected: Option<Lsn> = None;
     let count = files.len();
     for (index, (first, path)) in files.into_iter().enumerate() {
-        if last_lsn != 0 && first != last_lsn + 1 {
+        if next_expected.is_some_and(|expected| first != expected) {
             return Err(OpenError::Corrupt {
                 path,
                 offset: 0,
@@ -67,6 +78,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, OpenError> {
             file.sync_all().map_err(io("fsync", &path))?;
         }
         last_lsn = last.unwrap_or(first - 1);
+        next_expected = Some(last_lsn + 1);
         segments.insert(first, Segment { path, bytes: valid as u64 });
     }
     Ok(Recovered { segments, last_lsn })
@@ -78,13 +90,21 @@ fn valid_record_after(bytes: &[u8], from: usize, expected: Lsn) -> bool {
     // Records are numbered in sequence: a header whose number is in this window is worth a
     // checksum; anything else is skipped after a cheap look.
     const WINDOW: Lsn = 1 << 20;
+    // Each checksum may cover the rest of the file; past this many candidates the answer is
+    // "cannot tell", and refusing to start is the answer that loses nothing.
+    const CANDIDATES_MAX: usize = 256;
+    let mut candidates = 0usize;
     (from + 1..bytes.len()).any(|offset| {
         let Some(header) = bytes.get(offset..offset + record::HEADER_BYTES) else { return false };
         let mut lsn_bytes = [0u8; 8];
         lsn_bytes.copy_from_slice(header.get(8..16).unwrap_or(&[0; 8]));
         let lsn = Lsn::from_le_bytes(lsn_bytes);
-        (expected..expected + WINDOW).contains(&lsn)
-            && matches!(record::decode(bytes.get(offset..).unwrap_or_default()), Decoded::Record { .. })
+        if !(expected..expected.saturating_add(WINDOW)).contains(&lsn) {
+            return false;
+        }
+        candidates += 1;
+        candidates > CANDIDATES_MAX
+            || matches!(record::decode(bytes.get(offset..).unwrap_or_default()), Decoded::Record { .. })
     })
 }
 
