@@ -84,6 +84,21 @@ fn save(path: &Path, keys: Vec<Key>) -> Result<(), KeysError> {
     durable::write_file(path, &bytes).map_err(io)
 }
 
+/// Holds an exclusive lock on `{keys_file}.lock` while it lives, so that two `floodway keys`
+/// commands at once do not both read the old file and lose one's change.
+fn lock_for_edit(path: &Path) -> Result<std::fs::File, KeysError> {
+    let io = |source| KeysError::Io { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        durable::create_dir_all(dir).map_err(io)?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
+}
+
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -101,6 +116,7 @@ pub fn create(
     if !valid {
         return Err(KeysError::InvalidName(name.to_owned()));
     }
+    let _lock = lock_for_edit(path)?;
     let mut keys = load(path)?;
     if keys.iter().any(|k| k.name == name) {
         return Err(KeysError::Exists(name.to_owned()));
@@ -128,6 +144,7 @@ pub fn create(
 }
 
 pub fn revoke(path: &Path, name: &str) -> Result<(), KeysError> {
+    let _lock = lock_for_edit(path)?;
     let mut keys = load(path)?;
     let before = keys.len();
     keys.retain(|k| k.name != name);
@@ -240,6 +257,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_created_at_once_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || create(&path, &format!("k{i}"), vec![Scope::Write], None, None))
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert_eq!(list(&path).unwrap().len(), 16, "a concurrent create lost another's key");
+    }
 
     #[test]
     fn keys_grant_by_scope_and_stream_and_revoke_takes_effect() {
