@@ -267,7 +267,7 @@ fn plan_value(name: &str, kind: &FieldKind) -> Result<ValuePlan, String> {
                 {
                     ValuePlan::Text { shapes: vec![Shape::HexLower32], max_chars, pattern: None }
                 }
-                Some(regex) => plan_pattern(name, regex, max_chars)?,
+                Some(pattern) => plan_pattern(name, pattern.regex(), max_chars)?,
                 None => ValuePlan::Text { shapes: vec![shape_for_name(name)], max_chars, pattern: None },
             }
         }

@@ -162,8 +162,9 @@ struct Run<'s> {
 
 impl Run<'_> {
     fn ndjson(&mut self, body: &[u8]) {
-        // Validate the whole body once (fast); only a body with bad bytes pays per-line checks.
-        let body_is_utf8 = std::str::from_utf8(body).is_ok();
+        // Validate the whole body once (fast) and cut lines out of it (a line ends at an ASCII
+        // byte, so it is valid UTF-8 too); only a body with bad bytes pays per-line checks.
+        let body_text = std::str::from_utf8(body).ok();
         let mut line_number = 0u64;
         let mut start = 0usize;
         while start <= body.len() {
@@ -176,7 +177,7 @@ impl Run<'_> {
             }
             if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
                 let location = Location::Line(line_number);
-                let text = if body_is_utf8 { std::str::from_utf8(line).ok() } else { None };
+                let text = body_text.and_then(|all| all.get(start..start + line.len()));
                 match text.map(Ok).unwrap_or_else(|| std::str::from_utf8(line)) {
                     Ok(text) => self.ndjson_line(text, location),
                     Err(e) => {
@@ -790,7 +791,7 @@ impl<'a> Parser<'a> {
                 self.pos = self.bytes.len();
                 return Err(self.error("unterminated string"));
             };
-            if let Some(bad) = rest.iter().take(offset).position(|b| *b < 0x20) {
+            if let Some(bad) = first_control_byte(rest.get(..offset).unwrap_or_default()) {
                 self.pos += bad;
                 return Err(self.error("control character in a string"));
             }
@@ -998,5 +999,52 @@ mod tests {
         let out = decode(&s, &deep, BodyFormat::Ndjson);
         assert_eq!(out.invalid, 1);
         assert!(out.errors[0].reason.contains("nested deeper"));
+    }
+}
+
+/// The position of the first byte below 0x20 (a raw control character, which JSON strings may
+/// not hold), looking at eight bytes at a time.
+fn first_control_byte(bytes: &[u8]) -> Option<usize> {
+    const BELOW: u64 = 0x2020_2020_2020_2020;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes"));
+        // Sets a high bit for a byte below 0x20 (and maybe for others after it): a hint, then
+        // the exact answer from the bytes.
+        if word.wrapping_sub(BELOW) & !word & HIGH_BITS != 0
+            && let Some(i) = chunk.iter().position(|b| *b < 0x20)
+        {
+            return Some(offset + i);
+        }
+        offset += 8;
+    }
+    chunks.remainder().iter().position(|b| *b < 0x20).map(|i| offset + i)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod control_byte_tests {
+    use super::first_control_byte;
+
+    #[test]
+    fn finds_the_first_control_byte_anywhere() {
+        for length in 0..40 {
+            let clean = vec![b'a'; length];
+            assert_eq!(first_control_byte(&clean), None);
+            for at in 0..length {
+                for bad in [0u8, 0x1f, b'\n', b'\t'] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = bad;
+                    if at + 1 < length {
+                        bytes[at + 1] = 0x01;
+                    }
+                    assert_eq!(first_control_byte(&bytes), Some(at), "length {length}, at {at}");
+                }
+            }
+        }
+        let high: Vec<u8> = (0x20..=0xff).collect();
+        assert_eq!(first_control_byte(&high), None, "bytes 0x20..=0xff are not control bytes");
     }
 }

@@ -5,6 +5,7 @@
 pub mod columns;
 pub mod decode;
 pub mod parse;
+pub mod pattern;
 pub mod registry;
 pub mod types;
 pub mod values;

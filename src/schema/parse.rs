@@ -243,7 +243,7 @@ fn string_kind(raw: &RawMap, field: Option<&str>, options: &mut String) -> Resul
                 .build()
                 .map_err(|e| schema_error(field, format!("pattern does not compile: {e}")))?;
             options.push_str(&format!(",\"pattern\":{}", json_string(&text)));
-            Some(regex)
+            Some(super::pattern::Pattern::new(regex))
         }
     };
     Ok(FieldKind::String { max_length, pattern })

@@ -40,7 +40,7 @@ pub enum FieldKind {
     Int32 { min: i64, max: i64 },
     Int64 { min: i64, max: i64 },
     Float64 { min: Option<f64>, max: Option<f64> },
-    String { max_length: Option<u32>, pattern: Option<regex::Regex> },
+    String { max_length: Option<u32>, pattern: Option<super::pattern::Pattern> },
     Enum { values: Vec<Box<str>> },
     Timestamp { epoch_unit: Option<EpochUnit> },
     Date,
