@@ -16,11 +16,6 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     rename(&temporary, path)
 }
 
-/// Whether `file_name` is a temporary file of `write_file` (left behind by a crash).
-pub fn is_temporary(file_name: &str) -> bool {
-    file_name.starts_with('.') && file_name.ends_with(".tmp")
-}
-
 /// Renames and makes the rename itself durable.
 pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;

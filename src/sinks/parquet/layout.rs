@@ -37,13 +37,41 @@ pub fn in_progress_name(final_name: &str) -> String {
     format!("_{final_name}.inprogress")
 }
 
-pub fn is_in_progress(file_name: &str) -> bool {
-    file_name.starts_with('_') && file_name.ends_with(".inprogress")
+/// The node whose unfinished output `file_name` is: an in-progress (`_….inprogress`) or
+/// temporary (`.….tmp`) copy of `part-{node}-{lsn:020}-{row:06}.parquet` or
+/// `dl-{node}-{lsn:020}.ndjson`. Read from the end, so any node id parses unambiguously.
+pub fn unfinished_owner(file_name: &str) -> Option<&str> {
+    let digits = |text: &str, count: usize| text.len() == count && text.bytes().all(|b| b.is_ascii_digit());
+    let core = file_name
+        .strip_prefix('_')
+        .and_then(|n| n.strip_suffix(".inprogress"))
+        .or_else(|| file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")))?;
+    if let Some(rest) = core.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) {
+        let (rest, row) = rest.rsplit_once('-')?;
+        let (node, lsn) = rest.rsplit_once('-')?;
+        (digits(row, 6) && digits(lsn, 20)).then_some(node)
+    } else {
+        let rest = core.strip_prefix("dl-")?.strip_suffix(".ndjson")?;
+        let (node, lsn) = rest.rsplit_once('-')?;
+        digits(lsn, 20).then_some(node)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_files_name_their_node() {
+        let lsn = "00000000000000000042";
+        assert_eq!(unfinished_owner(&format!("_part-a1-{lsn}-000000.parquet.inprogress")), Some("a1"));
+        assert_eq!(unfinished_owner(&format!("_part-a-1-{lsn}-000007.parquet.inprogress")), Some("a-1"));
+        assert_eq!(unfinished_owner(&format!("_dl-n_2-{lsn}.ndjson.inprogress")), Some("n_2"));
+        assert_eq!(unfinished_owner(&format!(".part-x-{lsn}-000000.parquet.tmp")), Some("x"));
+        assert_eq!(unfinished_owner(&format!("part-x-{lsn}-000000.parquet")), None, "committed");
+        assert_eq!(unfinished_owner("_something.inprogress"), None);
+        assert_eq!(unfinished_owner(&format!("_part-x-{lsn}-00000.parquet.inprogress")), None);
+    }
 
     #[test]
     fn partitions_follow_utc_hours_also_before_1970() {

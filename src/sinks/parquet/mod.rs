@@ -102,7 +102,7 @@ impl ParquetSink {
         state.save(&state_path).map_err(io("save the Parquet sink state"))?;
         // A target that cannot be read now (a mount not there yet, say) must not keep the node
         // from taking events: the WAL holds them and the sink retries.
-        if let Err(error) = remove_in_progress(&config.target) {
+        if let Err(error) = remove_in_progress(&config.target, &node_id) {
             tracing::error!(sink = NAME, target = %config.target.display(), %error, "clean the Parquet target");
         }
         for (stream, rows) in &state.delivered {
@@ -420,9 +420,10 @@ fn split_by_hour(records: &RecordBatch, time_index: usize) -> Vec<(i64, RecordBa
         .collect()
 }
 
-/// Removes files a crash left in progress: they were never committed, so no reader saw them,
-/// and replay writes their rows again.
-fn remove_in_progress(dir: &Path) -> std::io::Result<usize> {
+/// Removes the files this node left in progress: they were never committed, so no reader saw
+/// them, and replay writes their rows again. Other nodes writing to the same target keep
+/// theirs: those are still being written.
+fn remove_in_progress(dir: &Path, node_id: &str) -> std::io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -433,12 +434,8 @@ fn remove_in_progress(dir: &Path) -> std::io::Result<usize> {
         let entry = entry?;
         let path: PathBuf = entry.path();
         if entry.file_type()?.is_dir() {
-            removed += remove_in_progress(&path)?;
-        } else if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| layout::is_in_progress(n) || durable::is_temporary(n))
-        {
+            removed += remove_in_progress(&path, node_id)?;
+        } else if entry.file_name().to_str().and_then(layout::unfinished_owner) == Some(node_id) {
             tracing::info!(path = %path.display(), "removing a file left in progress by an earlier run");
             std::fs::remove_file(&path)?;
             removed += 1;
