@@ -21,7 +21,7 @@ use floodway::schema::parse::parse_schema;
 use floodway::schema::types::StreamSchema;
 use serde_json::value::RawValue;
 
-/// Every type of SPEC §3 with its options (shapes from `/work/shared/schemas/bench.json` and
+/// Every type of SPEC §3 with its options (shapes from the reference schema of `floodway bench` and
 /// the types table); required fields are few so mutated lines still get accepted.
 const FIELDS: &str = r#"[
   {"name": "ts",         "type": "timestamp"},
