@@ -138,7 +138,7 @@ pub struct BenchArgs {
     /// Give every request a unique Idempotency-Key (a retry reuses its request's key).
     #[arg(long)]
     pub idempotency_keys: bool,
-    /// Retry a request answered 503 or 429, or failed on the connection, up to N times
+    /// Retry a request answered 503, 429, 502 or 504, or failed on the connection, up to N times
     /// (with --idempotency-keys, a retry is never ingested twice).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,

@@ -269,9 +269,16 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// 503 (WAL full, draining, not ready) and 429 (memory budget, rate limit) say "later";
-    /// every other answer is final.
+    /// 502 and 504 come from a load balancer that found no node able to answer (all draining
+    /// or restarting). Every other answer is final.
     pub fn retries_status(status: StatusCode) -> bool {
-        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+        matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::GATEWAY_TIMEOUT
+        )
     }
 
     /// Wait before retry number `attempt` (0 for the first retry): the server's Retry-After
@@ -343,6 +350,9 @@ mod tests {
         assert_eq!(policy.delay(u32::MAX, None), BACKOFF_MAX);
         assert!(RetryPolicy::retries_status(StatusCode::SERVICE_UNAVAILABLE));
         assert!(RetryPolicy::retries_status(StatusCode::TOO_MANY_REQUESTS));
+        assert!(RetryPolicy::retries_status(StatusCode::BAD_GATEWAY));
+        assert!(RetryPolicy::retries_status(StatusCode::GATEWAY_TIMEOUT));
+        assert!(!RetryPolicy::retries_status(StatusCode::INTERNAL_SERVER_ERROR));
         assert!(!RetryPolicy::retries_status(StatusCode::BAD_REQUEST));
         assert!(!RetryPolicy::retries_status(StatusCode::OK));
     }
