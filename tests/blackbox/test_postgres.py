@@ -1365,6 +1365,41 @@ def test_nul_characters_become_replacement_characters_in_postgres_only(
     assert [r["s"] for r in parquet] == ["a\u0000b"], parquet
 
 
+def test_json_numbers_postgres_cannot_hold_do_not_stop_the_sink(
+    make_server: Callable[..., Server], pg_db: PgDatabase
+) -> None:
+    """jsonb keeps numbers as numeric (at most 131072 digits before the point and 16383
+    after): larger ones are written as strings of the same text, and later events flow."""
+    server = make_server(pg_sink(pg_db))
+    schema = {
+        "fields": [
+            {"name": "ts", "type": "timestamp"},
+            {"name": "n", "type": "int64"},
+            {"name": "j", "type": "json"},
+        ],
+        "time_field": "ts",
+        "unknown_fields": "keep",
+    }
+    server.create_stream("s", schema)
+    body = (
+        '{"ts":"2024-05-01T12:00:00Z","n":1,"j":{"big":1e1000000,"tiny":-5e-20000,"ok":1.5},'
+        '"other":[2E200000]}\n'
+        '{"ts":"2024-05-01T12:00:00Z","n":2,"j":"1e1000000"}\n'
+    )
+    resp = server.post_events("s", body)
+    assert resp.status_code == 200 and resp.json()["accepted"] == 2, resp.text
+    server.ingest("s", [ev(3, j=[1, 2])])
+    wait_count(pg_db, "s", 3, server=server)
+    rows = dict(pg_db.query('SELECT n, j FROM public.s'))
+    assert rows[1] == {"big": "1e1000000", "tiny": "-5e-20000", "ok": 1.5}, rows
+    assert rows[2] == "1e1000000" and rows[3] == [1, 2], rows
+    assert pg_db.scalar('SELECT "_extra" FROM public.s WHERE n = 1') == {"other": ["2E200000"]}
+    assert postgres_status(server) == "ok"
+    server.stop()
+    parquet = {r["n"]: r["j"] for r in server.rows("s")}
+    assert "1e1000000" in parquet[1] and '"big"' in parquet[1], parquet  # Parquet keeps the text
+
+
 def test_longest_stream_name_gets_partitions_within_postgres_limits(
     make_server: Callable[..., Server], pg_db: PgDatabase
 ) -> None:

@@ -15,6 +15,7 @@ use arrow_array::{
     Array, BooleanArray, Decimal128Array, FixedSizeBinaryArray, PrimitiveArray, RecordBatch, StringArray,
 };
 use arrow_schema::DataType;
+use std::borrow::Cow;
 
 use crate::schema::types::{FieldKind, StreamSchema};
 
@@ -146,17 +147,106 @@ fn text(out: &mut Vec<u8>, version: Option<u8>, value: &str) {
     let start = out.len();
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend(version);
-    let has_nul = value.contains('\0');
     match version {
-        Some(_) if has_nul || value.contains("\\u0000") => {
-            let json = without_nul_escapes(&value.replace('\0', REPLACEMENT_CHARACTER));
-            out.extend_from_slice(json.as_bytes());
+        // JSON text holds no raw NUL (control characters are escaped in JSON strings).
+        Some(_) => out.extend_from_slice(jsonb_text(value).as_bytes()),
+        None if value.contains('\0') => {
+            out.extend_from_slice(value.replace('\0', REPLACEMENT_CHARACTER).as_bytes())
         }
-        None if has_nul => out.extend_from_slice(value.replace('\0', REPLACEMENT_CHARACTER).as_bytes()),
-        _ => out.extend_from_slice(value.as_bytes()),
+        None => out.extend_from_slice(value.as_bytes()),
     }
     let length = i32::try_from(out.len() - start - 4).expect("a value is smaller than 2 GiB");
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+}
+
+/// JSON text as jsonb takes it: `\u0000` escapes become `\ufffd`, and numbers that
+/// PostgreSQL's `numeric` cannot hold (jsonb stores numbers as numeric) become JSON strings of
+/// the same text. Either would otherwise fail the whole delivery, again at every retry.
+fn jsonb_text(json: &str) -> Cow<'_, str> {
+    let mut text = Cow::Borrowed(json);
+    if json.contains("\\u0000") {
+        text = Cow::Owned(without_nul_escapes(json));
+    }
+    // Without an exponent, a number's digits are all in the text: a short text fits.
+    let may_overflow =
+        text.len() > NUMERIC_SCALE_MAX as usize || text.bytes().any(|b| b == b'e' || b == b'E');
+    if may_overflow && let Some(quoted) = quote_numbers_numeric_cannot_hold(&text) {
+        text = Cow::Owned(quoted);
+    }
+    text
+}
+
+/// PostgreSQL's `numeric` holds up to 131072 digits before the decimal point and 16383 after.
+const NUMERIC_WEIGHT_MAX: i64 = 131_071;
+const NUMERIC_SCALE_MAX: i64 = 16_383;
+
+/// The JSON text with each number `numeric` cannot hold written as a string, or `None` when
+/// every number fits. `json` is valid JSON (the decoder checked it).
+fn quote_numbers_numeric_cannot_hold(json: &str) -> Option<String> {
+    let bytes = json.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, escapes included.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let number = &json[start..i];
+                if !numeric_holds(number) {
+                    let text = out.get_or_insert_with(|| String::with_capacity(json.len() + 16));
+                    text.push_str(&json[copied..start]);
+                    text.push('"');
+                    text.push_str(number);
+                    text.push('"');
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.map(|mut text| {
+        text.push_str(&json[copied..]);
+        text
+    })
+}
+
+/// Whether `numeric` takes the JSON number `number` (checked as PostgreSQL 15 does: the
+/// scale written, and the position of the first significant digit).
+fn numeric_holds(number: &str) -> bool {
+    let unsigned = number.strip_prefix('-').unwrap_or(number);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => match exponent.parse::<i64>() {
+            Ok(e) if e.abs() < 1 << 31 => (mantissa, e),
+            _ => return false,
+        },
+        None => (unsigned, 0),
+    };
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if fraction.len() as i64 - exponent > NUMERIC_SCALE_MAX {
+        return false;
+    }
+    // Position of the first significant digit: 0 for units, -1 for tenths.
+    let first = if integer.bytes().any(|b| b != b'0') {
+        integer.len() as i64 - 1
+    } else {
+        match fraction.bytes().position(|b| b != b'0') {
+            Some(k) => -(k as i64) - 1,
+            None => return true, // zero
+        }
+    };
+    first + exponent <= NUMERIC_WEIGHT_MAX
 }
 
 /// JSON text with every `\u0000` escape (which jsonb refuses) turned into `\ufffd`; an escaped
@@ -288,6 +378,30 @@ mod tests {
         assert_eq!(without_nul_escapes(r#"{"a":"\\u0000"}"#), r#"{"a":"\\u0000"}"#);
         assert_eq!(without_nul_escapes(r#"["\\\u0000"]"#), r#"["\\\ufffd"]"#);
         assert_eq!(without_nul_escapes("plain"), "plain");
+    }
+
+    #[test]
+    fn numbers_numeric_cannot_hold_become_strings() {
+        // As PostgreSQL 15 answered for `'[v]'::jsonb`.
+        for fits in ["1e-16383", "1e131071", "123e131069", "0e99999999", "-0.0", "1E+5", "0.0001e131075"] {
+            assert!(numeric_holds(fits), "{fits}");
+        }
+        for overflows in
+            ["1e-20000", "1e-16384", "1e131072", "0.5e-16383", "0.0e-20000", "0e-20000", "1e2147483648"]
+        {
+            assert!(!numeric_holds(overflows), "{overflows}");
+        }
+        assert_eq!(quote_numbers_numeric_cannot_hold(r#"{"a":1.5,"b":[2e3]}"#), None);
+        assert_eq!(
+            quote_numbers_numeric_cannot_hold(r#"{"big":-1e1000000,"s":"1e1000000","x":[1,5e-20000]}"#)
+                .as_deref(),
+            Some(r#"{"big":"-1e1000000","s":"1e1000000","x":[1,"5e-20000"]}"#)
+        );
+        assert_eq!(
+            quote_numbers_numeric_cannot_hold(r#"["a\"1e999999",1e999999]"#).as_deref(),
+            Some(r#"["a\"1e999999","1e999999"]"#)
+        );
+        assert!(matches!(jsonb_text(r#"{"a":1}"#), Cow::Borrowed(_)));
     }
 
     #[test]
