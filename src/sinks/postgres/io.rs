@@ -31,8 +31,8 @@ use crate::wal::Lsn;
 
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
-/// After the stop signal, how long a failing delivery is still retried before it is left to
-/// the WAL for the next run.
+/// After the stop signal, how long failing deliveries are still retried (all together) before
+/// they are left to the WAL for the next run.
 const STOP_RETRY_WINDOW: Duration = Duration::from_secs(5);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -120,6 +120,8 @@ struct Shared {
     ddl: tokio::sync::Mutex<()>,
     progress: Arc<SinkProgress>,
     stop: Arc<AtomicBool>,
+    /// When a failing delivery first met the stop signal: one retry window for them all.
+    stop_seen: std::sync::OnceLock<Instant>,
 }
 
 /// What ties the database thread to the sink thread.
@@ -166,6 +168,7 @@ pub fn start(
         ddl: tokio::sync::Mutex::new(()),
         progress,
         stop,
+        stop_seen: std::sync::OnceLock::new(),
     });
     let workers = config.pool_size;
     std::thread::Builder::new().name("postgres-io".into()).spawn(move || {
@@ -283,7 +286,6 @@ async fn work(
 
 async fn deliver_until_committed(shared: &Shared, delivery: &Delivery) -> bool {
     let mut pause = Backoff::default();
-    let mut stop_seen: Option<Instant> = None;
     loop {
         match deliver(shared, delivery).await {
             Ok(()) => {
@@ -293,7 +295,7 @@ async fn deliver_until_committed(shared: &Shared, delivery: &Delivery) -> bool {
             Err(error) => {
                 shared.progress.health.set_degraded(true);
                 if shared.stop.load(Ordering::Acquire) {
-                    let since = *stop_seen.get_or_insert_with(Instant::now);
+                    let since = *shared.stop_seen.get_or_init(Instant::now);
                     if since.elapsed() >= STOP_RETRY_WINDOW {
                         tracing::warn!(sink = NAME, %error, stream = %delivery.stream, "stopping: this delivery waits in the WAL for the next start");
                         return false;
