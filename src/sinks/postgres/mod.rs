@@ -12,7 +12,7 @@
 
 mod copy;
 mod io;
-pub mod partition;
+mod partition;
 mod sql;
 mod state;
 
@@ -35,8 +35,6 @@ use crate::wal::{Lsn, Wal, WalReader};
 use io::{Delivery, LedgerRow, Outcome, Request};
 use partition::Period;
 use state::SinkState;
-
-pub use sql::LEDGER_TABLE;
 
 /// The sink's name as a WAL consumer, in `/readyz` and in metrics.
 pub const NAME: &str = "postgres";
