@@ -184,7 +184,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         .thread_name("floodway-worker")
         .build()
         .expect("the async runtime starts");
-    match runtime.block_on(serve_until_stopped(config, streams, keys)) {
+    let outcome = runtime.block_on(serve_until_stopped(config, streams, keys));
+    // A sink still delivering after its time at shutdown is joined by a blocking task:
+    // exit without waiting for it. The WAL keeps what it has not delivered.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
