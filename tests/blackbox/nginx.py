@@ -23,13 +23,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import requests
+
+from harness import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "deploy" / "nginx" / "floodway.conf"
@@ -52,12 +53,6 @@ def find_nginx() -> Path | None:
         return Path("/usr/sbin/nginx")
     found = shutil.which("nginx")
     return Path(found) if found else None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _replace_once(pattern: str, replacement: str, text: str, what: str) -> str:

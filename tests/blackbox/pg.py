@@ -28,7 +28,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+from harness import free_port, port_is_open
 
 PG_USER = "postgres"  # the database superuser and, when running as root, the OS user
 START_TIMEOUT = 60  # seconds for pg_ctl start -w
@@ -74,18 +75,6 @@ def find_bin_dir() -> Path | None:
 
 def _has_server_tools(folder: Path) -> bool:
     return all(os.access(folder / name, os.X_OK) for name in ("initdb", "pg_ctl", "postgres"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def url_with_database(url: str, dbname: str) -> str:
