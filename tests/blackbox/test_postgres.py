@@ -35,21 +35,14 @@ import psycopg
 import pytest
 import requests
 
-from harness import Server, free_port, ndjson, port_is_open, run_cli, to_toml, wait_for
+from harness import SIMPLE_SCHEMA, Server, free_port, ndjson, port_is_open, run_cli, to_toml, wait_for
 from pg import PgDatabase, connect, quote_ident
 
 UTC = dt.UTC
 
 DELIVERY_TIMEOUT = 30.0  # seconds for events to show up in PostgreSQL
 
-EVENTS_SCHEMA: dict[str, Any] = {
-    "fields": [
-        {"name": "ts", "type": "timestamp"},
-        {"name": "n", "type": "int64"},
-        {"name": "msg", "type": "string", "nullable": True},
-    ],
-    "time_field": "ts",
-}
+EVENTS_SCHEMA = SIMPLE_SCHEMA  # ts, n (int64), msg (nullable string)
 
 
 def pg_sink(db: PgDatabase | str, **settings: Any) -> dict[str, Any]:
