@@ -37,6 +37,7 @@ const SINK_STATE_DIR: &str = "sinks";
 const CONSUMERS_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(cli: Cli) -> ExitCode {
+    crate::tls::install_default_provider();
     match cli.command {
         Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),

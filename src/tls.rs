@@ -1,6 +1,7 @@
 //! TLS with rustls (ring as the crypto provider): the HTTPS server's configuration from
 //! `server.tls_cert`/`server.tls_key`, and the PostgreSQL client's from
-//! `sinks.postgres.tls_ca_file`. PEM files only.
+//! `sinks.postgres.tls_ca_file`; ring as the default for the object-store client. PEM files
+//! only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,13 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring the process-wide provider, for clients built by libraries (the object-store
+/// client's HTTPS). Call once at start.
+pub fn install_default_provider() {
+    // Fails only when one is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The certificates of a PEM file, at least one.

@@ -28,6 +28,7 @@ pub const DEFAULT_PARQUET_MAX_AGE: Duration = Duration::from_secs(10);
 pub const DEFAULT_POSTGRES_SCHEMA: &str = "public";
 pub const DEFAULT_POSTGRES_POOL_SIZE: u64 = 8;
 const POSTGRES_POOL_SIZE_MAX: u64 = 64;
+const DEFAULT_S3_REGION: &str = "us-east-1";
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
@@ -92,11 +93,62 @@ pub enum ParquetCompression {
 
 #[derive(Clone, Debug)]
 pub struct ParquetConfig {
-    /// Local folder that holds the Hive layout.
-    pub target: PathBuf,
+    pub target: ParquetTarget,
     pub compression: ParquetCompression,
     pub max_rows: u64,
     pub max_age: Duration,
+}
+
+/// Where the Hive layout of Parquet files and dead letters goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParquetTarget {
+    /// A local folder.
+    Folder(PathBuf),
+    /// An S3-compatible object store.
+    Bucket(S3Target),
+}
+
+/// `s3://bucket/prefix` with `[sinks.parquet.s3]`. Empty strings mean "not set": the
+/// standard `AWS_*` environment variables then apply. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Target {
+    pub bucket: String,
+    /// Object names start with this, without a leading or trailing `/`; empty for the root.
+    pub prefix: String,
+    /// Empty: AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub path_style: bool,
+    pub allow_http: bool,
+}
+
+impl S3Target {
+    /// `s3://bucket/prefix`, for logs.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = if self.secret_access_key.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("S3Target")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &secret)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,11 +280,12 @@ impl Config {
 
         let postgres = sinks.postgres.as_ref().map(|p| check.postgres(p)).transpose()?;
         let parquet = sinks.parquet.as_ref();
+        let s3 = parquet.and_then(|p| p.s3.as_ref());
         let target = match parquet.and_then(|p| p.target.as_deref()) {
-            None => data_dir.join("parquet"),
-            Some(text) => check.target("sinks.parquet.target", text)?,
+            None => ParquetTarget::Folder(data_dir.join("parquet")),
+            Some(text) => check.target("sinks.parquet.target", text, s3)?,
         };
-        if parquet.is_some_and(|p| p.s3.is_some()) {
+        if s3.is_some() && matches!(target, ParquetTarget::Folder(_)) {
             return Err(check.error("sinks.parquet.s3", "only applies to an s3:// target"));
         }
         let compression = match parquet.and_then(|p| p.compression.as_deref()) {
@@ -425,10 +478,13 @@ impl Checker<'_> {
         Ok(PostgresConfig { connection, schema, pool_size: pool_size as usize, partition, tls_ca_file })
     }
 
-    /// `sinks.parquet.target`: a plain path, `file:///abs` or `file://./rel`.
-    fn target(&self, key: &str, text: &str) -> Result<PathBuf, ConfigError> {
-        if text.starts_with("s3://") {
-            return Err(self.error(key, "s3:// targets are not available in this version of floodway"));
+    /// `sinks.parquet.target`: a plain path, `file:///abs`, `file://./rel` or
+    /// `s3://bucket/prefix` (with `[sinks.parquet.s3]`).
+    fn target(&self, key: &str, text: &str, s3: Option<&raw::RawS3>) -> Result<ParquetTarget, ConfigError> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            return self
+                .s3_target(key, rest, s3.unwrap_or(&raw::RawS3::default()))
+                .map(ParquetTarget::Bucket);
         }
         let path = match text.strip_prefix("file://") {
             Some(rest) if !rest.is_empty() => rest,
@@ -438,8 +494,82 @@ impl Checker<'_> {
             }
             None => text,
         };
-        Ok(self.relative_to_file(key, path))
+        Ok(ParquetTarget::Folder(self.relative_to_file(key, path)))
     }
+
+    fn s3_target(
+        &self,
+        key: &str,
+        bucket_and_prefix: &str,
+        raw: &raw::RawS3,
+    ) -> Result<S3Target, ConfigError> {
+        let (bucket, prefix) = bucket_and_prefix.split_once('/').unwrap_or((bucket_and_prefix, ""));
+        if !valid_bucket_name(bucket) {
+            return Err(self.error(
+                key,
+                format!(
+                    "\"{bucket}\" is not a bucket name: use s3://bucket/prefix with a bucket of 3 to 63 \
+                     characters from [a-z0-9.-_]"
+                ),
+            ));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        for segment in prefix.split('/').filter(|_| !prefix.is_empty()) {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err(self.error(key, format!("the prefix \"{prefix}\" has an empty, . or .. segment")));
+            }
+            if segment.starts_with(['_', '.']) {
+                return Err(self.error(
+                    key,
+                    format!("the prefix segment \"{segment}\" starts with _ or ., which readers of the dataset skip"),
+                ));
+            }
+            if segment.chars().any(|c| c.is_control() || c == '\\') {
+                return Err(
+                    self.error(key, format!("the prefix \"{prefix}\" has a control character or a \\"))
+                );
+            }
+        }
+        let endpoint = raw.endpoint.clone().unwrap_or_default().trim_end_matches('/').to_owned();
+        let allow_http = raw.allow_http.unwrap_or(false);
+        if !endpoint.is_empty() {
+            if endpoint.starts_with("http://") {
+                if !allow_http {
+                    return Err(self.error(
+                        "sinks.parquet.s3.allow_http",
+                        format!("must be true to use the plain-http endpoint {endpoint}"),
+                    ));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return Err(self.error(
+                    "sinks.parquet.s3.endpoint",
+                    format!("\"{endpoint}\" is not an http:// or https:// address"),
+                ));
+            }
+        }
+        let region = raw.region.clone().unwrap_or_else(|| DEFAULT_S3_REGION.to_owned());
+        if region.is_empty() {
+            return Err(self.error("sinks.parquet.s3.region", "must not be empty"));
+        }
+        Ok(S3Target {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            endpoint,
+            region,
+            access_key_id: raw.access_key_id.clone().unwrap_or_default(),
+            secret_access_key: raw.secret_access_key.clone().unwrap_or_default(),
+            path_style: raw.path_style.unwrap_or(true),
+            allow_http,
+        })
+    }
+}
+
+/// S3's rules for bucket names, loosened to what S3-compatible servers also accept.
+fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
 #[cfg(test)]
@@ -458,7 +588,10 @@ mod tests {
     fn defaults_need_no_file() {
         let config = Config::validate(raw::load(None, std::iter::empty(), &[]).unwrap()).unwrap();
         assert_eq!(config.server.bind.to_string(), DEFAULT_BIND);
-        assert_eq!(config.parquet.target, PathBuf::from(DEFAULT_DATA_DIR).join("parquet"));
+        assert_eq!(
+            config.parquet.target,
+            ParquetTarget::Folder(PathBuf::from(DEFAULT_DATA_DIR).join("parquet"))
+        );
         assert_eq!(config.parquet.max_age, DEFAULT_PARQUET_MAX_AGE);
     }
 
@@ -481,6 +614,49 @@ mod tests {
             let error = load_text(text).unwrap_err().to_string();
             assert!(error.contains(needle), "{error}");
             assert!(error.contains("floodway.toml"), "{error}");
+        }
+    }
+
+    #[test]
+    fn s3_targets_split_bucket_and_prefix_and_hide_the_secret() {
+        let config = load_text(
+            "[sinks.parquet]\ntarget = \"s3://logs.example/a/b/\"\n[sinks.parquet.s3]\n\
+             endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nsecret_access_key = \"hunter2\"\n",
+        )
+        .unwrap();
+        let ParquetTarget::Bucket(s3) = &config.parquet.target else { panic!("not a bucket") };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("logs.example", "a/b"));
+        assert_eq!((s3.region.as_str(), s3.path_style), ("us-east-1", true));
+        assert_eq!(s3.url(), "s3://logs.example/a/b");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let root = load_text("[sinks.parquet]\ntarget = \"s3://bucket\"\n").unwrap();
+        let ParquetTarget::Bucket(s3) = &root.parquet.target else { panic!("not a bucket") };
+        assert_eq!((s3.prefix.as_str(), s3.endpoint.as_str(), s3.allow_http), ("", "", false));
+    }
+
+    #[test]
+    fn bad_s3_settings_name_the_key() {
+        for (text, needle) in [
+            ("[sinks.parquet]\ntarget = \"s3://\"", "is not a bucket name"),
+            ("[sinks.parquet]\ntarget = \"s3://Big_Bucket/x\"", "is not a bucket name"),
+            ("[sinks.parquet]\ntarget = \"s3://bucket/a//b\"", "empty, . or .. segment"),
+            ("[sinks.parquet]\ntarget = \"s3://bucket/_hidden\"", "readers of the dataset skip"),
+            (
+                "[sinks.parquet]\ntarget = \"s3://bucket\"\n[sinks.parquet.s3]\nendpoint = \"http://127.0.0.1:9\"",
+                "sinks.parquet.s3.allow_http",
+            ),
+            (
+                "[sinks.parquet]\ntarget = \"s3://bucket\"\n[sinks.parquet.s3]\nendpoint = \"ftp://x\"",
+                "sinks.parquet.s3.endpoint",
+            ),
+            (
+                "[sinks.parquet]\ntarget = \"/tmp/x\"\n[sinks.parquet.s3]\nregion = \"eu-west-1\"",
+                "only applies",
+            ),
+            ("[sinks.parquet]\ntarget = \"s3://bucket\"\n[sinks.parquet.s3]\nbucket = \"b\"", "bucket"),
+        ] {
+            let error = load_text(text).unwrap_err().to_string();
+            assert!(error.contains(needle), "{text}: {error}");
         }
     }
 }

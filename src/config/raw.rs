@@ -83,7 +83,18 @@ pub struct RawParquet {
     pub compression: Option<String>,
     pub max_rows: Option<u64>,
     pub max_age: Option<String>,
-    pub s3: Option<toml::Table>,
+    pub s3: Option<RawS3>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub path_style: Option<bool>,
+    pub allow_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

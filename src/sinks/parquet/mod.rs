@@ -5,9 +5,13 @@
 //! commit all-or-nothing and every replay skip what is already committed, so each event lands
 //! in exactly one committed file.
 //!
+//! The target is a local folder or an S3-compatible bucket (`bucket`): for a bucket, files
+//! are staged in the data dir and uploaded at commit.
+//!
 //! Memory: at most `OPEN_FILES_MAX` files are open, each buffering at most one row group of
 //! `writer::ROW_GROUP_BYTES_MAX` encoded bytes: 128 MiB in the worst case.
 
+pub mod bucket;
 pub mod dead_letter;
 pub mod layout;
 pub mod state;
@@ -23,27 +27,28 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{RecordBatch, UInt32Array};
 
-use super::SinkProgress;
-use crate::config::ParquetConfig;
+use super::{Backoff, SinkProgress};
+use crate::config::{ParquetConfig, ParquetTarget};
 use crate::durable;
 use crate::pipeline::{self, Batch};
 use crate::schema::registry::Registry;
 use crate::schema::types::StreamSchema;
 use crate::wal::{Lsn, Wal, WalReader};
+use bucket::{Bucket, BucketError};
 use dead_letter::DeadLetterBuffers;
 use state::{Committed, PendingRename, SinkState};
 use writer::{Finished, OpenFile};
 
 /// The sink's name as a WAL consumer and in `/readyz`.
 pub const NAME: &str = "parquet";
+/// Below the state folder: where files for a bucket are written before their upload.
+const STAGING_DIR: &str = "parquet-staging";
 /// Open files at once; past it the oldest is committed early.
 const OPEN_FILES_MAX: usize = 16;
 /// Longest sleep between checks of file ages.
 const TICK_MAX: Duration = Duration::from_millis(500);
 /// How often the checkpoint is saved when only time passes.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
-const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 struct OpenOutput {
     file: OpenFile,
@@ -55,6 +60,10 @@ struct OpenOutput {
 
 pub struct ParquetSink {
     config: ParquetConfig,
+    /// Where files are written: the target folder, or the staging folder of a bucket.
+    root: PathBuf,
+    /// The bucket committed files are uploaded to, for an s3:// target.
+    bucket: Option<Bucket>,
     node_id: String,
     registry: Arc<Registry>,
     wal: Arc<Wal>,
@@ -75,6 +84,8 @@ pub enum SinkError {
     Io { action: &'static str, source: std::io::Error },
     #[error(transparent)]
     Read(#[from] crate::wal::reader::ReadError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
 }
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
@@ -85,14 +96,19 @@ impl ParquetSink {
     /// Loads the sink's state, finishes interrupted commits, removes files a crash left in
     /// progress, and sets the stream counters from what is committed.
     pub fn open(
-        mut config: ParquetConfig,
+        config: ParquetConfig,
         node_id: String,
         registry: Arc<Registry>,
         wal: Arc<Wal>,
         state_dir: &Path,
     ) -> Result<ParquetSink, SinkError> {
-        // The state records file paths: absolute ones stay right whatever the working folder.
-        config.target = std::path::absolute(&config.target).map_err(io("resolve the Parquet target"))?;
+        let (root, bucket) = match &config.target {
+            // The state records file paths: absolute ones stay right whatever the working folder.
+            ParquetTarget::Folder(path) => {
+                (std::path::absolute(path).map_err(io("resolve the Parquet target"))?, None)
+            }
+            ParquetTarget::Bucket(s3) => (state_dir.join(STAGING_DIR), Some(Bucket::open(s3, state_dir)?)),
+        };
         let state_path = state_dir.join(format!("{NAME}.json"));
         let mut state = SinkState::load(&state_path).map_err(io("load the Parquet sink state"))?;
         let finished = state.roll_forward().map_err(io("finish interrupted commits"))?;
@@ -100,10 +116,18 @@ impl ParquetSink {
             tracing::info!(sink = NAME, files = finished, "finished commits interrupted by a crash");
         }
         state.save(&state_path).map_err(io("save the Parquet sink state"))?;
-        // A target that cannot be read now (a mount not there yet, say) must not keep the node
-        // from taking events: the WAL holds them and the sink retries.
-        if let Err(error) = remove_in_progress(&config.target, &node_id) {
-            tracing::error!(sink = NAME, target = %config.target.display(), %error, "clean the Parquet target");
+        if bucket.is_some() {
+            // Staged files were never uploaded (or their upload is repeated by the replay).
+            match std::fs::remove_dir_all(&root) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SinkError::Io { action: "empty the Parquet staging folder", source: e });
+                }
+                _ => {}
+            }
+        } else if let Err(error) = remove_in_progress(&root, &node_id) {
+            // A target that cannot be read now (a mount not there yet, say) must not keep the
+            // node from taking events: the WAL holds them and the sink retries.
+            tracing::error!(sink = NAME, target = %root.display(), %error, "clean the Parquet target");
         }
         for (stream, rows) in &state.delivered {
             if let Some(stream) = registry.get(stream) {
@@ -115,6 +139,8 @@ impl ParquetSink {
         progress.applied.store(applied, Ordering::Relaxed);
         Ok(ParquetSink {
             config,
+            root,
+            bucket,
             node_id,
             registry,
             wal,
@@ -140,24 +166,35 @@ impl ParquetSink {
     /// Runs until `stop` is set and everything durable in the WAL is applied, then commits
     /// every open file. A failure abandons the open files and replays from the checkpoint.
     pub fn run(mut self, mut reader: WalReader, stop: Arc<AtomicBool>) {
-        let mut pause = RETRY_PAUSE_MIN;
+        if let Some(bucket) = &mut self.bucket {
+            match bucket.check() {
+                Ok(()) => tracing::info!(sink = NAME, target = bucket.url(), "bucket reachable"),
+                Err(error) => {
+                    // Not fatal: the store may come back (or the bucket be created); until
+                    // then the WAL keeps the events and every upload is retried.
+                    tracing::error!(sink = NAME, %error, "the bucket cannot be used yet; events wait in the WAL");
+                    self.progress.health.set_degraded(true);
+                }
+            }
+        }
+        let mut pause = Backoff::default();
         loop {
             let stopping = stop.load(Ordering::Acquire);
             let wait = if stopping { Duration::ZERO } else { self.next_wake() };
             let step = self.step(&mut reader, wait);
             match step {
                 Ok(idle) => {
-                    pause = RETRY_PAUSE_MIN;
+                    pause.reset();
                     if stopping && idle {
                         break;
                     }
                 }
                 Err(error) => {
-                    tracing::error!(sink = NAME, %error, retry_in_ms = pause.as_millis() as u64, "delivery failed, replaying from the checkpoint");
+                    let wait = pause.next_pause();
+                    tracing::error!(sink = NAME, %error, retry_in_ms = wait.as_millis() as u64, "delivery failed, replaying from the checkpoint");
                     self.progress.health.set_degraded(true);
                     self.abandon_open_files();
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                    std::thread::sleep(wait);
                     reader = self.wal.read_from(self.state.checkpoint + 1);
                     if stopping {
                         break;
@@ -229,7 +266,7 @@ impl ParquetSink {
             }
         }
         if !batch.dead_letters.is_empty() {
-            let (key, dir) = dead_letter::key(&self.config.target, batch);
+            let (key, dir) = dead_letter::key(&self.root, batch);
             if self.state.rows_done(&key, lsn, 1) == 0 {
                 self.dead_letters.add(key.clone(), dir, lsn, batch);
                 if self.dead_letters.pending.get(&key).is_some_and(|p| p.is_full()) {
@@ -262,7 +299,7 @@ impl ParquetSink {
             if !self.outputs.contains_key(key) {
                 self.make_room()?;
                 let name = format!("part-{}-{lsn:020}-{offset:06}.parquet", self.node_id);
-                let dir = layout::partition_dir(&self.config.target, stream, hour);
+                let dir = layout::partition_dir(&self.root, stream, hour);
                 let file = OpenFile::create(dir, &name, stream, schema, self.config.compression)?;
                 let output = OpenOutput {
                     file,
@@ -341,7 +378,8 @@ impl ParquetSink {
         self.record_commit(key, mark, &stream, finished)
     }
 
-    /// The commit protocol of `state`: record the decision durably, then rename.
+    /// The commit protocol of `state`: record the decision durably, then rename. For a
+    /// bucket: upload, then record (a crash in between replays and replaces the object).
     fn record_commit(
         &mut self,
         key: &str,
@@ -349,21 +387,31 @@ impl ParquetSink {
         stream: &str,
         file: Finished,
     ) -> Result<(), SinkError> {
-        self.state.pending.push(PendingRename { from: file.in_progress.clone(), to: file.committed.clone() });
+        let location = match &mut self.bucket {
+            Some(bucket) => bucket.upload(&file.in_progress, &object_name(&self.root, &file.committed))?,
+            None => {
+                self.state
+                    .pending
+                    .push(PendingRename { from: file.in_progress.clone(), to: file.committed.clone() });
+                file.committed.display().to_string()
+            }
+        };
         self.state.committed.insert(key.to_owned(), mark);
         *self.state.delivered.entry(stream.to_owned()).or_default() += file.rows;
         self.state.checkpoint = self.checkpoint();
         self.state.prune();
         self.state.save(&self.state_path).map_err(io("save the Parquet sink state"))?;
-        durable::rename(&file.in_progress, &file.committed).map_err(io("commit a file"))?;
-        self.state.pending.clear();
+        if self.bucket.is_none() {
+            durable::rename(&file.in_progress, &file.committed).map_err(io("commit a file"))?;
+            self.state.pending.clear();
+        }
         self.checkpoint_saved_at = Instant::now();
         self.wal.checkpoint(NAME, self.state.checkpoint);
         if let Some(stream) = self.registry.get(stream) {
             stream.stats.delivered_parquet.fetch_add(file.rows, Ordering::Relaxed);
         }
         self.progress.health.set_degraded(false);
-        tracing::debug!(sink = NAME, stream, rows = file.rows, path = %file.committed.display(), "committed file");
+        tracing::debug!(sink = NAME, stream, rows = file.rows, %location, "committed file");
         Ok(())
     }
 
@@ -394,6 +442,13 @@ impl ParquetSink {
         self.dead_letters.pending.clear();
         self.applied = self.state.checkpoint;
     }
+}
+
+/// `a/b/c` for `{root}/a/b/c`: the name below the bucket's prefix.
+fn object_name(root: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(root).expect("staged files are below the staging folder");
+    let parts: Vec<_> = relative.iter().map(|part| part.to_string_lossy()).collect();
+    parts.join("/")
 }
 
 /// Splits a batch into one batch per hour of its time column (usually a single hour), rows

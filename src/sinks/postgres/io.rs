@@ -27,10 +27,9 @@ use super::sql;
 use super::{NAME, SinkProgress};
 use crate::config::{PartitionBy, PostgresConfig};
 use crate::schema::types::StreamSchema;
+use crate::sinks::Backoff;
 use crate::wal::Lsn;
 
-const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
-const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// After the stop signal, how long failing deliveries are still retried (all together) before
 /// they are left to the WAL for the next run.
 const STOP_RETRY_WINDOW: Duration = Duration::from_secs(5);
@@ -201,7 +200,7 @@ async fn serve(
             Ok(rows) => break rows,
             Err(error) => {
                 shared.progress.health.set_degraded(true);
-                let retry_in = pause.next();
+                let retry_in = pause.next_pause();
                 tracing::error!(sink = NAME, %error, retry_in_ms = retry_in.as_millis() as u64, "connect to PostgreSQL");
                 if shared.stop.load(Ordering::Acquire) {
                     return;
@@ -301,7 +300,7 @@ async fn deliver_until_committed(shared: &Shared, delivery: &Delivery) -> bool {
                         return false;
                     }
                 }
-                let retry_in = pause.next();
+                let retry_in = pause.next_pause();
                 tracing::error!(sink = NAME, %error, stream = %delivery.stream, first_lsn = delivery.first_lsn, retry_in_ms = retry_in.as_millis() as u64, "delivery failed");
                 tokio::time::sleep(retry_in).await;
             }
@@ -481,38 +480,5 @@ fn already_exists(error: tokio_postgres::Error) -> Result<(), DbError> {
             Ok(())
         }
         _ => Err(error.into()),
-    }
-}
-
-/// Capped exponential backoff with jitter: each pause is a random time between half and all
-/// of the current step, and the step doubles up to `RETRY_PAUSE_MAX`.
-#[derive(Default)]
-struct Backoff {
-    step: Option<Duration>,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let step = self.step.map_or(RETRY_PAUSE_MIN, |s| (s * 2).min(RETRY_PAUSE_MAX));
-        self.step = Some(step);
-        let random = getrandom::u32().unwrap_or(u32::MAX / 2);
-        step / 2 + step.mul_f64(f64::from(random) / f64::from(u32::MAX) / 2.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        let mut backoff = Backoff::default();
-        let first = backoff.next();
-        assert!(first >= RETRY_PAUSE_MIN / 2 && first <= RETRY_PAUSE_MIN);
-        for _ in 0..20 {
-            let pause = backoff.next();
-            assert!(pause <= RETRY_PAUSE_MAX);
-        }
-        assert!(backoff.next() >= RETRY_PAUSE_MAX / 2);
     }
 }
