@@ -82,3 +82,26 @@ def pg_db(pg_cluster: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         pg_cluster.drop_database(db)
     except Exception:  # noqa: BLE001 - the server is thrown away at the end anyway
         pass
+
+
+# -- S3-compatible object store (tests of the s3:// Parquet target) ---------------------------
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[Any]:
+    """A running s3s-fs (see s3.py) with the bucket s3.BUCKET, killed at teardown.
+
+    Its folder is tmp_path/s3; the test may stop() and start() it (same port, same objects).
+    """
+    import s3
+
+    try:
+        server = s3.S3Server(tmp_path / "s3")
+    except s3.S3Error as exc:
+        pytest.fail(str(exc), False)
+    try:
+        server.start()
+        server.create_bucket(s3.BUCKET)
+        yield server
+    finally:
+        server.kill()

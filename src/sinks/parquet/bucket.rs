@@ -38,12 +38,27 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
-    #[error("{action} {object} in {url}: {source}")]
+    #[error("{action} {object} in {url}: {}", with_causes(source))]
     Store { action: &'static str, object: String, url: String, source: Box<object_store::Error> },
     #[error("{action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("S3 client for {url}: {source}")]
+    #[error("S3 client for {url}: {}", with_causes(source))]
     Client { url: String, source: Box<object_store::Error> },
+}
+
+/// The error and its causes, each once: the client's own message often stops at "error
+/// sending request", and the reason (connection refused, a TLS failure) is further down.
+fn with_causes(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        let message = next.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// A multipart upload begun and not yet completed or aborted.
