@@ -9,11 +9,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -470,3 +473,165 @@ def run_cli(
         env=full_env,
         timeout=timeout,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Sinks: health, and load while they fail or the server is killed
+
+
+def readyz(server: Server) -> tuple[int, dict[str, Any]]:
+    """GET /readyz: the status code and the JSON body."""
+    resp = server.get("/readyz", timeout=5)
+    return resp.status_code, resp.json()
+
+
+def sink_status(server: Server, sink: str) -> str | None:
+    """`sinks.{sink}` in /readyz ("ok", "degraded", ...), or None without an answer."""
+    try:
+        return readyz(server)[1].get("sinks", {}).get(sink)
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def wait_sink_status(server: Server, sink: str, status: str, timeout: float) -> None:
+    """Wait until /readyz shows `sinks.{sink}` == `status`; fail after `timeout` seconds."""
+    wait_for(
+        lambda: sink_status(server, sink) == status,
+        timeout=timeout,
+        interval=0.1,
+        what=f"/readyz sinks.{sink} == {status!r} (now {sink_status(server, sink)!r})",
+    )
+
+
+def wait_all_delivered(server: Server, stream: str, sink: str, timeout: float) -> None:
+    """Wait until stream info counts every event accepted on `stream` as delivered by `sink`."""
+    wait_for(
+        lambda: (i := server.stream_info(stream))["delivered"][sink] == i["accepted"] and i,
+        timeout=timeout,
+        interval=0.2,
+        what=f"delivered.{sink} == accepted",
+    )
+
+
+class BatchSender:
+    """Posts batches of new ids to one stream, a request a call, and keeps count: the ids
+    acknowledged with a 200 (`acknowledged`) and the answers by status code (`codes`)."""
+
+    def __init__(
+        self,
+        server: Server,
+        stream: str,
+        make_events: Callable[[list[int]], list[dict[str, Any]]],
+    ) -> None:
+        self.server = server
+        self.stream = stream
+        self.make_events = make_events
+        self.acknowledged: set[int] = set()
+        self.codes: Counter[int] = Counter()
+        self.next_id = 0
+
+    def __call__(self, count: int = 50) -> None:
+        batch = list(range(self.next_id, self.next_id + count))
+        self.next_id += count
+        resp = self.server.post_events(self.stream, ndjson(self.make_events(batch)))
+        self.codes[resp.status_code] += 1
+        if resp.status_code == 200:
+            assert resp.json()["accepted"] == count, resp.text
+            self.acknowledged.update(batch)
+
+
+def send_until_degraded(
+    server: Server, sink: str, send: Callable[[], None], timeout: float
+) -> tuple[int, dict[str, Any]]:
+    """Call `send()` every 50 ms until /readyz shows `sinks.{sink}` "degraded" and return
+    that answer (status code, body); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        send()
+        status = readyz(server)
+        if status[1]["sinks"].get(sink) == "degraded":
+            return status
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{sink} never showed degraded\n{server.log()}")
+
+
+def keep_sending(send: Callable[[], None], seconds: float, interval: float = 0.02) -> None:
+    """Call `send()` every `interval` seconds for `seconds` seconds."""
+    until = time.monotonic() + seconds
+    for _ in range(int(seconds / interval) + 1):
+        send()
+        if time.monotonic() >= until:
+            break
+        time.sleep(interval)
+
+
+def crash_loop(
+    server: Server,
+    stream: str,
+    make_events: Callable[[list[int]], list[dict[str, Any]]],
+    *,
+    seed: int,
+    max_kills: int,
+    wait: tuple[float, float],
+    time_limit: float | None = None,
+    clients: int = 4,
+    batch: int = 20,
+) -> tuple[set[int], set[int], int]:
+    """Kill -9 in a loop while clients ingest: `clients` threads post batches of `batch`
+    new ids (the events `make_events(ids)`) while the server is killed at a random moment,
+    `random.Random(seed).uniform(*wait)` seconds after each start, and restarted; up to
+    `max_kills` times, or until `time_limit` seconds have passed (None: no limit).
+
+    Returns (ids acknowledged with a 200, ids sent, kills). The server is running again
+    when it returns.
+    """
+    acknowledged: set[int] = set()
+    sent: set[int] = set()
+    lock = threading.Lock()
+    next_id = [0]
+    rng = random.Random(seed)
+
+    def client(stop: threading.Event) -> None:
+        session = requests.Session()
+        for _ in range(10_000):
+            if stop.is_set():
+                return
+            with lock:
+                first = next_id[0]
+                next_id[0] += batch
+            ids = list(range(first, first + batch))
+            with lock:
+                sent.update(ids)
+            try:
+                resp = session.post(
+                    server.url(f"/v1/streams/{stream}/events"),
+                    data=ndjson(make_events(ids)),
+                    headers={"Content-Type": "application/x-ndjson"},
+                    timeout=5,
+                )
+            except requests.RequestException:
+                continue
+            if resp.status_code == 200:
+                assert resp.json()["accepted"] == batch, resp.text
+                with lock:
+                    acknowledged.update(ids)
+
+    kills = 0
+    started = time.monotonic()
+    for _ in range(max_kills):
+        stop = threading.Event()
+        threads = [threading.Thread(target=client, args=(stop,)) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        threading.Event().wait(rng.uniform(*wait))
+        server.kill()
+        kills += 1
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        server.restart()
+        if time_limit is not None and time.monotonic() - started > time_limit:
+            break
+    return acknowledged, sent, kills

@@ -4,15 +4,12 @@ repairs torn and garbled tails, and Idempotency-Key makes a retry land once."""
 from __future__ import annotations
 
 import json
-import random
-import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import requests
-
-from harness import Server, event, ndjson
+from harness import Server, crash_loop, event, ndjson
 
 # Files commit often and split often, so kills land in every phase of a commit.
 CHURN = {"sinks": {"parquet": {"max_age": "200ms", "max_rows": 37}}}
@@ -42,52 +39,14 @@ def test_crash_loop_keeps_every_acknowledged_event_exactly_once(
 ) -> None:
     server = make_server(CHURN)
     server.create_stream("s")
-    acknowledged: set[int] = set()
-    sent: set[int] = set()
-    lock = threading.Lock()
-    next_id = [0]
-    rng = random.Random(20241125)
 
-    def client(stop: threading.Event) -> None:
-        session = requests.Session()
-        for _ in range(10_000):
-            if stop.is_set():
-                return
-            with lock:
-                first = next_id[0]
-                next_id[0] += 20
-            ids = list(range(first, first + 20))
-            # Spread over two hours so a batch splits across files.
-            events = [event(i, ts=f"2024-05-01T1{i % 2}:00:00Z") for i in ids]
-            with lock:
-                sent.update(ids)
-            try:
-                resp = session.post(
-                    server.url("/v1/streams/s/events"),
-                    data=ndjson(events),
-                    headers={"Content-Type": "application/x-ndjson"},
-                    timeout=5,
-                )
-            except requests.RequestException:
-                continue
-            if resp.status_code == 200:
-                assert resp.json()["accepted"] == 20, resp.text
-                with lock:
-                    acknowledged.update(ids)
+    def two_hours(ids: list[int]) -> list[dict[str, Any]]:
+        # Spread over two hours so a batch splits across files.
+        return [event(i, ts=f"2024-05-01T1{i % 2}:00:00Z") for i in ids]
 
-    kills = 0
-    for _ in range(22):
-        stop = threading.Event()
-        clients = [threading.Thread(target=client, args=(stop,)) for _ in range(4)]
-        for thread in clients:
-            thread.start()
-        threading.Event().wait(rng.uniform(0.05, 0.6))
-        server.kill()
-        kills += 1
-        stop.set()
-        for thread in clients:
-            thread.join(timeout=30)
-        server.restart()
+    acknowledged, sent, kills = crash_loop(
+        server, "s", two_hours, seed=20241125, max_kills=22, wait=(0.05, 0.6)
+    )
     server.stop()
 
     assert kills >= 20

@@ -21,7 +21,6 @@ import json
 import random
 import re
 import struct
-import threading
 import time
 import uuid
 from collections import Counter
@@ -33,9 +32,25 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 import pytest
-import requests
 
-from harness import SIMPLE_SCHEMA, Server, free_port, ndjson, port_is_open, run_cli, to_toml, wait_for
+from harness import (
+    SIMPLE_SCHEMA,
+    BatchSender,
+    Server,
+    crash_loop,
+    free_port,
+    keep_sending,
+    ndjson,
+    port_is_open,
+    readyz,
+    run_cli,
+    send_until_degraded,
+    sink_status,
+    to_toml,
+    wait_all_delivered,
+    wait_for,
+    wait_sink_status,
+)
 from pg import PgDatabase, connect, quote_ident
 
 UTC = dt.UTC
@@ -117,27 +132,6 @@ def partition_of_rows(db: PgDatabase, schema: str, table: str) -> list[tuple[int
 
 def ids(db: PgDatabase, table: str, schema: str = "public", column: str = "n") -> list[int]:
     return [r[0] for r in db.query(f"SELECT {quote_ident(column)} FROM {qualified(schema, table)}")]
-
-
-def readyz(server: Server) -> tuple[int, dict[str, Any]]:
-    resp = server.get("/readyz", timeout=5)
-    return resp.status_code, resp.json()
-
-
-def postgres_status(server: Server) -> str | None:
-    try:
-        return readyz(server)[1].get("sinks", {}).get("postgres")
-    except (requests.RequestException, ValueError):
-        return None
-
-
-def wait_postgres_status(server: Server, status: str, timeout: float = DELIVERY_TIMEOUT) -> None:
-    wait_for(
-        lambda: postgres_status(server) == status,
-        timeout=timeout,
-        interval=0.1,
-        what=f"/readyz sinks.postgres == {status!r} (now {postgres_status(server)!r})",
-    )
 
 
 def metric_samples(server: Server, name: str) -> list[tuple[dict[str, str], float]]:
@@ -713,55 +707,14 @@ def test_crash_loop_delivers_every_acknowledged_event_exactly_once(
 ) -> None:
     server = make_server(pg_sink(pg_db, pool_size=4) | {"server": {"node_id": "crash-node"}})
     server.create_stream("s", EVENTS_SCHEMA)
-    acknowledged: set[int] = set()
-    sent: set[int] = set()
-    lock = threading.Lock()
-    next_id = [0]
-    rng = random.Random(20241126)
 
-    def client(stop: threading.Event) -> None:
-        session = requests.Session()
-        for _ in range(10_000):
-            if stop.is_set():
-                return
-            with lock:
-                first = next_id[0]
-                next_id[0] += 20
-            batch = list(range(first, first + 20))
-            # Two days: a batch spreads over two partitions.
-            events = [ev(i, ts=f"2024-05-0{1 + i % 2}T12:00:00Z") for i in batch]
-            with lock:
-                sent.update(batch)
-            try:
-                resp = session.post(
-                    server.url("/v1/streams/s/events"),
-                    data=ndjson(events),
-                    headers={"Content-Type": "application/x-ndjson"},
-                    timeout=5,
-                )
-            except requests.RequestException:
-                continue
-            if resp.status_code == 200:
-                assert resp.json()["accepted"] == 20, resp.text
-                with lock:
-                    acknowledged.update(batch)
+    def two_days(ids: list[int]) -> list[dict[str, Any]]:
+        # Two days: a batch spreads over two partitions.
+        return [ev(i, ts=f"2024-05-0{1 + i % 2}T12:00:00Z") for i in ids]
 
-    kills = 0
-    started = time.monotonic()
-    for _ in range(20):
-        stop = threading.Event()
-        clients = [threading.Thread(target=client, args=(stop,)) for _ in range(4)]
-        for thread in clients:
-            thread.start()
-        threading.Event().wait(rng.uniform(0.1, 0.9))
-        server.kill()
-        kills += 1
-        stop.set()
-        for thread in clients:
-            thread.join(timeout=30)
-        server.restart()
-        if time.monotonic() - started > 40:
-            break
+    acknowledged, sent, kills = crash_loop(
+        server, "s", two_days, seed=20241126, max_kills=20, wait=(0.1, 0.9), time_limit=40
+    )
     assert kills >= 10, f"only {kills} kills in the time allowed"
     assert len(acknowledged) > 500, "the loop acknowledged too little to mean anything"
 
@@ -771,12 +724,7 @@ def test_crash_loop_delivers_every_acknowledged_event_exactly_once(
     wait_for(
         all_acknowledged_arrived, timeout=60, interval=0.2, what="acknowledged events in PostgreSQL"
     )
-    wait_for(
-        lambda: (i := server.stream_info("s"))["delivered"]["postgres"] == i["accepted"] and i,
-        timeout=DELIVERY_TIMEOUT,
-        interval=0.2,
-        what="delivered.postgres == accepted",
-    )
+    wait_all_delivered(server, "s", "postgres", DELIVERY_TIMEOUT)
     final = server.stream_info("s")
     server.stop()
 
@@ -804,51 +752,27 @@ def test_postgres_outage_keeps_ingesting_and_catches_up_exactly_once(
         pytest.skip("needs the private test cluster (it is stopped and started)")
     server = make_server(pg_sink(pg_db))
     server.create_stream("s", EVENTS_SCHEMA)
-    acknowledged: set[int] = set()
-    codes: Counter[int] = Counter()
-    next_id = [0]
 
-    def send(count: int = 50) -> None:
-        batch = list(range(next_id[0], next_id[0] + count))
-        next_id[0] += count
-        events = [ev(i, ts=f"2024-06-{1 + i % 3:02d}T{i % 24:02d}:00:00Z") for i in batch]
-        resp = server.post_events("s", ndjson(events))
-        codes[resp.status_code] += 1
-        if resp.status_code == 200:
-            assert resp.json()["accepted"] == count, resp.text
-            acknowledged.update(batch)
+    def three_days(ids: list[int]) -> list[dict[str, Any]]:
+        return [ev(i, ts=f"2024-06-{1 + i % 3:02d}T{i % 24:02d}:00:00Z") for i in ids]
+
+    send = BatchSender(server, "s", three_days)
+    acknowledged, codes = send.acknowledged, send.codes
 
     for _ in range(10):
         send()
     wait_count(pg_db, "s", len(acknowledged), server=server)
-    wait_postgres_status(server, "ok")
+    wait_sink_status(server, "postgres", "ok", DELIVERY_TIMEOUT)
 
     pg_cluster.stop()
     try:
         # Ingestion goes on; the sink turns degraded within a bounded time.
-        degraded: tuple[int, dict[str, Any]] | None = None
-        deadline = time.monotonic() + DELIVERY_TIMEOUT
-        for _ in range(1000):
-            send()
-            status = readyz(server)
-            if status[1]["sinks"].get("postgres") == "degraded":
-                degraded = status
-                break
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        assert degraded is not None, f"postgres never showed degraded\n{server.log()}"
-        code, body = degraded
+        code, body = send_until_degraded(server, "postgres", send, DELIVERY_TIMEOUT)
         assert code == 200, body  # a degraded sink alone does not make the node unready
         assert body["sinks"]["parquet"] == "ok", body
         # A few seconds of backlog: the sink retries and backs off meanwhile.
-        down_until = time.monotonic() + 3
-        for _ in range(200):
-            send()
-            if time.monotonic() >= down_until:
-                break
-            time.sleep(0.02)
-        assert postgres_status(server) == "degraded"
+        keep_sending(send, 3)
+        assert sink_status(server, "postgres") == "degraded"
         assert set(codes) == {200}, codes
     finally:
         pg_cluster.start()
@@ -861,7 +785,7 @@ def test_postgres_outage_keeps_ingesting_and_catches_up_exactly_once(
         interval=0.2,
         what="every acknowledged event in PostgreSQL after the outage",
     )
-    wait_postgres_status(server, "ok")
+    wait_sink_status(server, "postgres", "ok", DELIVERY_TIMEOUT)
     wait_count(pg_db, "s", len(acknowledged), server=server)
     assert pg_db.scalar("SELECT count(DISTINCT n) FROM public.s") == len(acknowledged)
     assert set(codes) == {200}, f"some requests were not acknowledged: {codes}"
@@ -885,17 +809,17 @@ def test_database_down_at_start_does_not_stop_ingestion(
         assert code == 200, body
         server.create_stream("s", EVENTS_SCHEMA)
         server.ingest("s", [ev(i) for i in range(30)])
-        wait_postgres_status(server, "degraded")
+        wait_sink_status(server, "postgres", "degraded", DELIVERY_TIMEOUT)
         for start in range(30, 130, 10):
             server.ingest("s", [ev(i) for i in range(start, start + 10)])
             time.sleep(0.15)
         assert readyz(server)[0] == 200
-        assert postgres_status(server) == "degraded"
+        assert sink_status(server, "postgres") == "degraded"
     finally:
         pg_cluster.start()
     wait_count(pg_db, "s", 130, server=server)
     assert sorted(ids(pg_db, "s")) == list(range(130))
-    wait_postgres_status(server, "ok")
+    wait_sink_status(server, "postgres", "ok", DELIVERY_TIMEOUT)
 
 
 # =======================================================================================
@@ -1103,7 +1027,7 @@ def test_password_never_appears_in_logs_or_answers(
     failing = make_server(pg_sink(bad_url), extra_args=["--log-level", "debug"])
     failing.create_stream("s", EVENTS_SCHEMA)
     failing.ingest("s", [ev(i) for i in range(5)])
-    wait_postgres_status(failing, "degraded")
+    wait_sink_status(failing, "postgres", "degraded", DELIVERY_TIMEOUT)
     texts = {
         "/readyz": failing.get("/readyz").text,
         "/metrics": failing.get("/metrics").text,
@@ -1169,7 +1093,7 @@ def test_delivered_counter_matches_the_table_across_restarts(
     make_server: Callable[..., Server], pg_db: PgDatabase
 ) -> None:
     server = make_server(pg_sink(pg_db))
-    wait_postgres_status(server, "ok")
+    wait_sink_status(server, "postgres", "ok", DELIVERY_TIMEOUT)
     code, body = readyz(server)
     assert code == 200 and body["sinks"] == {"parquet": "ok", "postgres": "ok"}, body
     server.create_stream("s", EVENTS_SCHEMA)
@@ -1387,7 +1311,7 @@ def test_json_numbers_postgres_cannot_hold_do_not_stop_the_sink(
     assert rows[1] == {"big": "1e1000000", "tiny": "-5e-20000", "ok": 1.5}, rows
     assert rows[2] == "1e1000000" and rows[3] == [1, 2], rows
     assert pg_db.scalar('SELECT "_extra" FROM public.s WHERE n = 1') == {"other": ["2E200000"]}
-    assert postgres_status(server) == "ok"
+    assert sink_status(server, "postgres") == "ok"
     server.stop()
     parquet = {r["n"]: r["j"] for r in server.rows("s")}
     assert "1e1000000" in parquet[1] and '"big"' in parquet[1], parquet  # Parquet keeps the text
@@ -1425,7 +1349,7 @@ def test_fresh_data_dir_with_a_used_node_id_refuses_to_deliver(
     second = make_server(config)
     second.create_stream("s", EVENTS_SCHEMA)
     second.ingest("s", [ev(i) for i in range(100, 103)])
-    wait_postgres_status(second, "degraded")
+    wait_sink_status(second, "postgres", "degraded", DELIVERY_TIMEOUT)
     assert pg_db.count("public", "s") == 5
     assert sorted(ids(pg_db, "s")) == list(range(5))
 
@@ -1433,4 +1357,4 @@ def test_fresh_data_dir_with_a_used_node_id_refuses_to_deliver(
     pg_db.execute("DELETE FROM public._floodway_ledger WHERE node_id = 'twin'")
     wait_count(pg_db, "s", 8, server=second)
     assert sorted(ids(pg_db, "s")) == [*range(5), 100, 101, 102]
-    wait_postgres_status(second, "ok")
+    wait_sink_status(second, "postgres", "ok", DELIVERY_TIMEOUT)

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -36,14 +35,22 @@ import requests
 from harness import (
     READY_TIMEOUT,
     SIMPLE_SCHEMA,
+    BatchSender,
     Server,
+    crash_loop,
     deep_merge,
     free_port,
+    keep_sending,
     ndjson,
     port_is_open,
+    readyz,
     run_cli,
+    send_until_degraded,
+    sink_status,
     to_toml,
+    wait_all_delivered,
     wait_for,
+    wait_sink_status,
 )
 from s3 import BUCKET, REGION, S3Server, is_hidden_key
 from test_durability import CHURN
@@ -85,27 +92,6 @@ def s3_sink(
 
 def node(node_id: str) -> dict[str, Any]:
     return {"server": {"node_id": node_id}}
-
-
-def readyz(server: Server) -> tuple[int, dict[str, Any]]:
-    resp = server.get("/readyz", timeout=5)
-    return resp.status_code, resp.json()
-
-
-def parquet_status(server: Server) -> str | None:
-    try:
-        return readyz(server)[1].get("sinks", {}).get("parquet")
-    except (requests.RequestException, ValueError):
-        return None
-
-
-def wait_parquet_status(server: Server, status: str, timeout: float = DELIVERY_TIMEOUT) -> None:
-    wait_for(
-        lambda: parquet_status(server) == status,
-        timeout=timeout,
-        interval=0.1,
-        what=f"/readyz sinks.parquet == {status!r} (now {parquet_status(server)!r})",
-    )
 
 
 def delivered(server: Server, stream: str) -> int:
@@ -152,74 +138,6 @@ def assert_exactly_once(counts: Counter[int], acknowledged: set[int], sent: set[
 
 def micros(t: dt.datetime) -> int:
     return (t - dt.datetime(1970, 1, 1, tzinfo=UTC)) // dt.timedelta(microseconds=1)
-
-
-def crash_loop(
-    server: Server,
-    stream: str,
-    make_events: Callable[[list[int]], list[dict[str, Any]]],
-    *,
-    seed: int,
-    max_kills: int,
-    time_limit: float,
-    clients: int = 4,
-    batch: int = 20,
-) -> tuple[set[int], set[int], int]:
-    """The crash loop of test_durability / test_postgres: `clients` threads ingest batches
-    of `batch` new ids while the server is killed (-9) at a random moment and restarted,
-    up to `max_kills` times or until `time_limit` seconds have passed.
-
-    Returns (ids acknowledged with a 200, ids sent, kills). The server is running again
-    when it returns.
-    """
-    acknowledged: set[int] = set()
-    sent: set[int] = set()
-    lock = threading.Lock()
-    next_id = [0]
-    rng = random.Random(seed)
-
-    def client(stop: threading.Event) -> None:
-        session = requests.Session()
-        for _ in range(10_000):
-            if stop.is_set():
-                return
-            with lock:
-                first = next_id[0]
-                next_id[0] += batch
-            ids = list(range(first, first + batch))
-            with lock:
-                sent.update(ids)
-            try:
-                resp = session.post(
-                    server.url(f"/v1/streams/{stream}/events"),
-                    data=ndjson(make_events(ids)),
-                    headers={"Content-Type": "application/x-ndjson"},
-                    timeout=5,
-                )
-            except requests.RequestException:
-                continue
-            if resp.status_code == 200:
-                assert resp.json()["accepted"] == batch, resp.text
-                with lock:
-                    acknowledged.update(ids)
-
-    kills = 0
-    started = time.monotonic()
-    for _ in range(max_kills):
-        stop = threading.Event()
-        threads = [threading.Thread(target=client, args=(stop,)) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        threading.Event().wait(rng.uniform(0.05, 0.6))
-        server.kill()
-        kills += 1
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        server.restart()
-        if time.monotonic() - started > time_limit:
-            break
-    return acknowledged, sent, kills
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,16 +412,11 @@ def test_crash_loop_keeps_every_acknowledged_event_exactly_once_in_the_bucket(
         return [{"ts": f"2024-05-01T1{i % 2}:00:00Z", "n": i} for i in ids]
 
     acknowledged, sent, kills = crash_loop(
-        server, "s", two_hours, seed=20241202, max_kills=20, time_limit=25
+        server, "s", two_hours, seed=20241202, max_kills=20, wait=(0.05, 0.6), time_limit=25
     )
     assert kills >= 8, f"only {kills} kills in the time allowed"
     assert len(acknowledged) > 500, "the loop acknowledged too little to mean anything"
-    wait_for(
-        lambda: (i := server.stream_info("s"))["delivered"]["parquet"] == i["accepted"] and i,
-        timeout=DELIVERY_TIMEOUT,
-        interval=0.2,
-        what="delivered.parquet == accepted",
-    )
+    wait_all_delivered(server, "s", "parquet", DELIVERY_TIMEOUT)
     final = server.stream_info("s")
     server.stop()
 
@@ -528,50 +441,26 @@ def test_store_outage_keeps_ingesting_and_catches_up_exactly_once(
     catches up by itself: every acknowledged event once, and "ok" again."""
     server = make_server(s3_sink(s3_server))
     server.create_stream("s", SIMPLE_SCHEMA)
-    acknowledged: set[int] = set()
-    codes: Counter[int] = Counter()
-    next_id = [0]
 
-    def send(count: int = 50) -> None:
-        batch = list(range(next_id[0], next_id[0] + count))
-        next_id[0] += count
+    def six_files(ids: list[int]) -> list[dict[str, Any]]:
         # Two days, three hours each: a batch spreads over six files.
-        events = [{"ts": f"2024-06-{1 + i % 2:02d}T{i % 3:02d}:00:00Z", "n": i} for i in batch]
-        resp = server.post_events("s", ndjson(events))
-        codes[resp.status_code] += 1
-        if resp.status_code == 200:
-            assert resp.json()["accepted"] == count, resp.text
-            acknowledged.update(batch)
+        return [{"ts": f"2024-06-{1 + i % 2:02d}T{i % 3:02d}:00:00Z", "n": i} for i in ids]
+
+    send = BatchSender(server, "s", six_files)
+    acknowledged, codes = send.acknowledged, send.codes
 
     for _ in range(10):
         send()
     wait_delivered(server, "s", len(acknowledged))
-    wait_parquet_status(server, "ok")
+    wait_sink_status(server, "parquet", "ok", DELIVERY_TIMEOUT)
 
     s3_server.stop()
     try:
-        degraded: tuple[int, dict[str, Any]] | None = None
-        deadline = time.monotonic() + DELIVERY_TIMEOUT
-        for _ in range(2000):
-            send()
-            status = readyz(server)
-            if status[1]["sinks"].get("parquet") == "degraded":
-                degraded = status
-                break
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        assert degraded is not None, f"parquet never showed degraded\n{server.log()}"
-        code, body = degraded
+        code, body = send_until_degraded(server, "parquet", send, DELIVERY_TIMEOUT)
         assert code == 200, body  # a degraded sink alone does not make the node unready
         # A few seconds of backlog while the sink retries and backs off.
-        down_until = time.monotonic() + 3
-        for _ in range(200):
-            send()
-            if time.monotonic() >= down_until:
-                break
-            time.sleep(0.02)
-        assert parquet_status(server) == "degraded"
+        keep_sending(send, 3)
+        assert sink_status(server, "parquet") == "degraded"
         assert set(codes) == {200}, codes
     finally:
         s3_server.start()
@@ -579,7 +468,7 @@ def test_store_outage_keeps_ingesting_and_catches_up_exactly_once(
     for _ in range(5):
         send()
     wait_delivered(server, "s", len(acknowledged))
-    wait_parquet_status(server, "ok")
+    wait_sink_status(server, "parquet", "ok", DELIVERY_TIMEOUT)
     assert set(codes) == {200}, f"some requests were not acknowledged: {codes}"
     counts = bucket_ids(s3_server, "s")
     assert_exactly_once(counts, acknowledged, acknowledged)
@@ -715,7 +604,7 @@ def test_bad_settings_are_named_and_nothing_is_lost_once_fixed(
                     "s", [{"ts": "2024-05-01T12:00:00Z", "n": i} for i in range(start, start + 20)]
                 )
                 acknowledged.update(range(start, start + 20))
-            wait_parquet_status(server, "degraded")
+            wait_sink_status(server, "parquet", "degraded", DELIVERY_TIMEOUT)
             assert readyz(server)[0] == 200
             assert delivered(server, "s") == 0
 
@@ -746,7 +635,7 @@ def test_bad_settings_are_named_and_nothing_is_lost_once_fixed(
             server.ingest("s", [{"ts": "2024-05-01T12:00:00Z", "n": i} for i in range(60, 70)])
             acknowledged.update(range(60, 70))
         wait_delivered(server, "s", len(acknowledged))
-        wait_parquet_status(server, "ok")
+        wait_sink_status(server, "parquet", "ok", DELIVERY_TIMEOUT)
         store = late if late is not None else s3_server
         bucket = "not-yet-there" if problem == "missing-bucket" else BUCKET
         rows = store.read_dataset_rows(bucket, PREFIX, "s")
@@ -865,7 +754,7 @@ def test_secret_never_appears_in_logs_or_answers(
             if label == "working":
                 wait_delivered(server, "s", 5)
             else:
-                wait_parquet_status(server, "degraded")
+                wait_sink_status(server, "parquet", "degraded", DELIVERY_TIMEOUT)
             texts[f"/readyz ({label})"] = server.get("/readyz").text
             texts[f"/metrics ({label})"] = server.get("/metrics").text
             texts[f"stream info ({label})"] = server.get("/v1/streams/s").text
