@@ -1,5 +1,5 @@
 //! What happens to a decoded batch: Parquet encoding through the sink's own writer
-//! (`sinks::parquet::writer::OpenFile`), the WAL payload encoding (`pipeline::encode`), and
+//! (`sinks::parquet::writer::OpenFile`), the WAL payload encoding and decoding (`pipeline::encode`, `decode`), and
 //! WAL appends (`wal::Wal::append`) on the real disk, with `wal.sync = "os"` and `"fsync"`.
 //!
 //! `cargo bench --bench outputs`; figures and how to read them: benches/README.md.
@@ -153,6 +153,15 @@ fn wal_encode(
             let index = next % batches.len();
             next += 1;
             encode(black_box(&batches[index]), bodies[index].len())
+        })
+    });
+    // What every sink pays per record before it can write: the payload back to Arrow.
+    group.bench_function("decode_payload_1000", |b| {
+        let mut next = 0;
+        b.iter(|| {
+            let index = next % payloads.len();
+            next += 1;
+            pipeline::decode(black_box(&payloads[index])).expect("decodes")
         })
     });
     group.finish();

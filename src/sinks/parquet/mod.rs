@@ -194,7 +194,7 @@ impl ParquetSink {
                     tracing::error!(sink = NAME, %error, retry_in_ms = wait.as_millis() as u64, "delivery failed, replaying from the checkpoint");
                     self.progress.health.set_degraded(true);
                     self.abandon_open_files();
-                    std::thread::sleep(wait);
+                    sleep_unless_stopped(wait, &stop);
                     reader = self.wal.read_from(self.state.checkpoint + 1);
                     if stopping {
                         break;
@@ -441,6 +441,20 @@ impl ParquetSink {
         }
         self.dead_letters.pending.clear();
         self.applied = self.state.checkpoint;
+    }
+}
+
+/// Sleeps for `pause`, or less if `stop` is set meanwhile: a stop must not wait out a
+/// retry pause of several seconds.
+fn sleep_unless_stopped(pause: Duration, stop: &AtomicBool) {
+    const SLICE: Duration = Duration::from_millis(20);
+    let until = Instant::now() + pause;
+    while !stop.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(SLICE));
     }
 }
 
