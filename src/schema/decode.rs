@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use super::columns::{ColumnBuilders, Value};
+use super::columns::{Column, ColumnBuilders};
+use super::pattern::Pattern;
 use super::types::{Field, FieldKind, OnInvalid, StreamSchema, UnknownFields};
 use super::values::{self, DecimalSource};
 
@@ -84,27 +85,15 @@ pub enum BodyError {
 /// Buffers reused across requests so the hot path does not allocate per event.
 #[derive(Default)]
 pub struct DecodeScratch {
-    slots: Vec<Slot>,
-    /// Unescaped strings of the current event.
+    /// Per field, the number of the last event that gave it a value: finds repeated and
+    /// missing fields without clearing anything per event.
+    seen: Vec<u64>,
+    /// Number of the current event; it only grows, so old marks in `seen` never match.
+    event: u64,
+    /// The current string, when it had to be unescaped.
     text: String,
-    /// `_extra` object of the current event.
+    /// `_extra` members of the current event, as `,"k":v,"k2":v2`.
     extra: String,
-}
-
-/// A field's checked value before it is appended; text points into the body or `text`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Slot {
-    Absent,
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Body(usize, usize),
-    Unescaped(usize, usize),
-    Decimal(i128),
-    Micros(i64),
-    Days(i32),
-    Uuid([u8; 16]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +120,7 @@ pub fn decode_body(
     scratch: &mut DecodeScratch,
 ) -> Result<Decoded, BodyError> {
     let capacity = (body.len() / 160).clamp(16, 1 << 16);
+    scratch.seen.resize(schema.fields.len(), 0);
     let mut run = Run {
         schema,
         columns: ColumnBuilders::new(schema.clone(), capacity),
@@ -206,9 +196,13 @@ impl Run<'_> {
             }
         });
         match outcome {
-            Ok(None) => self.append_event(line),
-            Ok(Some(fault)) => self.record_invalid(location, fault.field, fault.reason, line),
+            Ok(None) => self.columns.end_event(&self.scratch.extra),
+            Ok(Some(fault)) => {
+                self.columns.discard_event();
+                self.record_invalid(location, fault.field, fault.reason, line);
+            }
             Err(syntax) => {
+                self.columns.discard_event();
                 let reason = format!("invalid JSON at column {}: {}", syntax.pos + 1, syntax.message);
                 self.record_invalid(location, None, reason, line);
             }
@@ -263,27 +257,34 @@ impl Run<'_> {
             self.record_invalid(location, None, "expected a JSON object".to_owned(), raw);
             return Ok(());
         }
-        match self.event(parser)? {
-            None => self.append_event(parser.text),
-            Some(fault) => {
+        match self.event(parser) {
+            Ok(None) => self.columns.end_event(&self.scratch.extra),
+            Ok(Some(fault)) => {
+                self.columns.discard_event();
                 let raw = parser.slice(start, parser.pos);
                 self.record_invalid(location, fault.field, fault.reason, raw);
+            }
+            Err(syntax) => {
+                self.columns.discard_event();
+                return Err(syntax);
             }
         }
         Ok(())
     }
 
-    /// Reads one object (the parser is at `{`) into the slots. Returns the first fault of an
-    /// invalid event (the object is still read to its end), or a syntax error.
+    /// Reads one object (the parser is at `{`), appending each field's value to its column as
+    /// soon as it is checked. Returns the first fault of an invalid event (the object is still
+    /// read to its end), or a syntax error; either way the caller discards the event's values.
     fn event(&mut self, parser: &mut Parser<'_>) -> Result<Option<Fault>, SyntaxError> {
         let schema = self.schema;
         let scratch = &mut *self.scratch;
-        scratch.slots.clear();
-        scratch.slots.resize(schema.fields.len(), Slot::Absent);
-        scratch.text.clear();
+        scratch.event += 1;
         scratch.extra.clear();
+        let mut present = Presence { seen: &mut scratch.seen, event: scratch.event, count: 0 };
         let mut first_fault: Option<Fault> = None;
-        let mut hint = 0usize;
+        // Events usually list fields in schema order: the field after the last one is tried
+        // first, and its key matched in place.
+        let mut next = 0usize;
 
         parser.expect(b'{', "expected '{'")?;
         parser.skip_whitespace();
@@ -292,22 +293,34 @@ impl Run<'_> {
         } else {
             loop {
                 parser.skip_whitespace();
-                let key = parser.string_token()?;
+                let key = match schema.fields.get(next) {
+                    Some(field) if parser.eat_key(&field.name) => None,
+                    _ => Some(parser.string_token()?),
+                };
                 parser.skip_whitespace();
                 parser.expect(b':', "expected ':'")?;
                 parser.skip_whitespace();
                 if first_fault.is_some() {
                     parser.skip_value(0)?;
                 } else {
-                    let name = key.resolve(parser.text, &mut scratch.text)?;
-                    first_fault = match schema.field_index(name.as_bytes(), hint) {
-                        Some(index) => {
-                            hint = index + 1;
-                            let field = schema.fields.get(index).expect("index from the schema");
-                            read_field(parser, field, index, scratch)?
+                    let index = match key {
+                        None => Some(next),
+                        Some(key) => {
+                            let name = key.value(parser.text, &mut scratch.text)?;
+                            let index = schema.field_index(name.as_bytes());
+                            if index.is_none() {
+                                let rule = schema.unknown_fields;
+                                first_fault = read_unknown(parser, rule, key, name, &mut scratch.extra)?;
+                            }
+                            index
                         }
-                        None => read_unknown(parser, schema.unknown_fields, key, &name, scratch)?,
                     };
+                    if let Some(index) = index {
+                        next = index + 1;
+                        let column = self.columns.column(index);
+                        first_fault =
+                            read_field(parser, schema, index, column, &mut present, &mut scratch.text)?;
+                    }
                 }
                 parser.skip_whitespace();
                 match parser.next_byte() {
@@ -320,42 +333,17 @@ impl Run<'_> {
         if first_fault.is_some() {
             return Ok(first_fault);
         }
-        for (field, slot) in schema.fields.iter().zip(&scratch.slots) {
-            if *slot == Slot::Absent && !field.nullable {
-                return Ok(Some(fault(field, "required field is missing".to_owned())));
+        if present.count < schema.fields.len() {
+            for (index, field) in schema.fields.iter().enumerate() {
+                if !present.has(index) {
+                    if !field.nullable {
+                        return Ok(Some(fault(field, "required field is missing".to_owned())));
+                    }
+                    self.columns.column(index).push_null();
+                }
             }
         }
         Ok(None)
-    }
-
-    fn append_event(&mut self, text: &str) {
-        let scratch = &*self.scratch;
-        for (index, slot) in scratch.slots.iter().enumerate() {
-            let value = match *slot {
-                Slot::Absent | Slot::Null => Value::Null,
-                Slot::Bool(v) => Value::Bool(v),
-                Slot::Int(v) => Value::Int(v),
-                Slot::Float(v) => Value::Float(v),
-                Slot::Body(start, end) => Value::Text(text.get(start..end).unwrap_or_default()),
-                Slot::Unescaped(start, end) => Value::Text(scratch.text.get(start..end).unwrap_or_default()),
-                Slot::Decimal(v) => Value::Decimal(v),
-                Slot::Micros(v) => Value::Micros(v),
-                Slot::Days(v) => Value::Days(v),
-                Slot::Uuid(v) => Value::Uuid(v),
-            };
-            self.columns.append(index, value);
-        }
-        let extra = if scratch.extra.is_empty() { None } else { Some(scratch.extra.as_str()) };
-        if let Some(object) = extra {
-            // `extra` holds `,"k":v,"k2":v2`: make it an object without a second buffer.
-            let mut wrapped = String::with_capacity(object.len() + 1);
-            wrapped.push('{');
-            wrapped.push_str(object.get(1..).unwrap_or_default());
-            wrapped.push('}');
-            self.columns.end_event(Some(&wrapped));
-        } else {
-            self.columns.end_event(None);
-        }
     }
 
     fn record_invalid(&mut self, location: Location, field: Option<Box<str>>, reason: String, raw: &str) {
@@ -369,13 +357,14 @@ impl Run<'_> {
     }
 }
 
-/// Handles a key that names no field, by the schema's `unknown_fields` rule.
+/// Handles a key that names no field, by the schema's `unknown_fields` rule; `extra`
+/// collects the members kept for `_extra`.
 fn read_unknown(
     parser: &mut Parser<'_>,
     rule: UnknownFields,
     key: StringToken,
     name: &str,
-    scratch: &mut DecodeScratch,
+    extra: &mut String,
 ) -> Result<Option<Fault>, SyntaxError> {
     let start = parser.pos;
     parser.skip_value(0)?;
@@ -387,119 +376,177 @@ fn read_unknown(
         UnknownFields::Drop => Ok(None),
         UnknownFields::Keep => {
             // The key's raw text (quotes included) is already valid JSON.
-            scratch.extra.push(',');
-            scratch.extra.push_str(parser.slice(key.start - 1, key.end + 1));
-            scratch.extra.push(':');
-            scratch.extra.push_str(parser.slice(start, parser.pos));
+            extra.push(',');
+            extra.push_str(parser.slice(key.start - 1, key.end + 1));
+            extra.push(':');
+            extra.push_str(parser.slice(start, parser.pos));
             Ok(None)
         }
     }
 }
 
-/// Reads the value of a schema field into its slot, checking the field's rule.
-fn read_field(
-    parser: &mut Parser<'_>,
-    field: &Field,
-    index: usize,
-    scratch: &mut DecodeScratch,
-) -> Result<Option<Fault>, SyntaxError> {
-    let slot = match scratch.slots.get(index) {
-        Some(Slot::Absent) => match read_value(parser, field, &mut scratch.text)? {
-            Ok(slot) => slot,
-            Err(reason) => return Ok(Some(fault(field, reason))),
-        },
-        _ => {
-            parser.skip_value(0)?;
-            return Ok(Some(fault(field, "field appears twice".to_owned())));
-        }
-    };
-    if let Some(target) = scratch.slots.get_mut(index) {
-        *target = slot;
-    }
-    Ok(None)
+/// Which fields the current event gave a value.
+struct Presence<'s> {
+    /// Per field, the number of the last event that gave it one.
+    seen: &'s mut [u64],
+    event: u64,
+    /// How many fields got a value.
+    count: usize,
 }
 
-type Checked = Result<Slot, String>;
+impl Presence<'_> {
+    fn has(&self, index: usize) -> bool {
+        self.seen.get(index) == Some(&self.event)
+    }
 
-fn read_value(parser: &mut Parser<'_>, field: &Field, text: &mut String) -> Result<Checked, SyntaxError> {
+    /// Records field `index`; false if it already had a value.
+    fn add(&mut self, index: usize) -> bool {
+        match self.seen.get_mut(index) {
+            Some(mark) if *mark != self.event => {
+                *mark = self.event;
+                self.count += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads the value of field `index` into its column; returns the fault if it is invalid.
+fn read_field(
+    parser: &mut Parser<'_>,
+    schema: &StreamSchema,
+    index: usize,
+    column: &mut Column,
+    present: &mut Presence<'_>,
+    text: &mut String,
+) -> Result<Option<Fault>, SyntaxError> {
+    let field = schema.fields.get(index).expect("index from the schema");
+    if !present.add(index) {
+        parser.skip_value(0)?;
+        return Ok(Some(fault(field, "field appears twice".to_owned())));
+    }
+    match read_value(parser, field, column, text) {
+        Ok(()) => Ok(None),
+        Err(Stop::Invalid(reason)) => Ok(Some(fault(field, reason))),
+        Err(Stop::Syntax(error)) => Err(error),
+    }
+}
+
+/// Why a field's value was not appended: the event is invalid, or the text is not JSON.
+enum Stop {
+    Invalid(String),
+    Syntax(SyntaxError),
+}
+
+impl From<SyntaxError> for Stop {
+    fn from(error: SyntaxError) -> Stop {
+        Stop::Syntax(error)
+    }
+}
+
+/// Reads the value of a schema field, checks the field's rule and appends it to `column`.
+fn read_value(
+    parser: &mut Parser<'_>,
+    field: &Field,
+    column: &mut Column,
+    text: &mut String,
+) -> Result<(), Stop> {
     let first = parser.peek().ok_or_else(|| parser.error("expected a value"))?;
     if first == b'n' {
         parser.literal(b"null")?;
-        return Ok(if field.nullable { Ok(Slot::Null) } else { Err("must not be null".to_owned()) });
+        if !field.nullable {
+            return Err(Stop::Invalid("must not be null".to_owned()));
+        }
+        column.push_null();
+        return Ok(());
     }
-    match &field.kind {
-        FieldKind::Bool => match first {
-            b't' => parser.literal(b"true").map(|()| Ok(Slot::Bool(true))),
-            b'f' => parser.literal(b"false").map(|()| Ok(Slot::Bool(false))),
-            _ => mismatch(parser, "true or false"),
+    match (&field.kind, column) {
+        (FieldKind::Bool, Column::Bool(column)) => match first {
+            b't' => parser.literal(b"true").map(|()| column.push(true))?,
+            b'f' => parser.literal(b"false").map(|()| column.push(false))?,
+            _ => return Err(mismatch(parser, "true or false")),
         },
-        FieldKind::Int32 { min, max } | FieldKind::Int64 { min, max } => {
+        (FieldKind::Int32 { min, max }, Column::Int32(column)) => {
+            let value = read_integer(parser, first, field, *min, *max)?;
+            column.push(i32::try_from(value).expect("checked against the int32 range"));
+        }
+        (FieldKind::Int64 { min, max }, Column::Int64(column)) => {
+            column.push(read_integer(parser, first, field, *min, *max)?);
+        }
+        (FieldKind::Float64 { min, max }, Column::Float64(column)) => {
             if !is_number_start(first) {
-                return mismatch(parser, "an integer");
+                return Err(mismatch(parser, "a number"));
             }
             let number = parser.number_token()?;
-            Ok(check_integer(number, parser.text, field, *min, *max))
+            column.push(
+                check_float(parser.slice(number.start, number.end), *min, *max).map_err(Stop::Invalid)?,
+            );
         }
-        FieldKind::Float64 { min, max } => {
-            if !is_number_start(first) {
-                return mismatch(parser, "a number");
-            }
-            let number = parser.number_token()?;
-            Ok(check_float(parser.slice(number.start, number.end), *min, *max))
-        }
-        FieldKind::Decimal { precision, scale, min, max } => {
+        (FieldKind::Decimal { precision, scale, min, max }, Column::Decimal(column)) => {
             let (digits, source) = if is_number_start(first) {
                 let number = parser.number_token()?;
-                (parser.slice(number.start, number.end).to_owned(), DecimalSource::JsonNumber)
+                (parser.slice(number.start, number.end), DecimalSource::JsonNumber)
             } else if first == b'"' {
                 let token = parser.string_token()?;
-                (token.resolve(parser.text, text)?.into_owned(), DecimalSource::String)
+                (token.value(parser.text, text)?, DecimalSource::String)
             } else {
-                return mismatch(parser, "a decimal number or a string holding one");
+                return Err(mismatch(parser, "a decimal number or a string holding one"));
             };
-            Ok(check_decimal(&digits, source, *precision, *scale, min.as_ref(), max.as_ref()))
+            let value = check_decimal(digits, source, *precision, *scale, min.as_ref(), max.as_ref());
+            column.push(value.map_err(Stop::Invalid)?);
         }
-        FieldKind::Timestamp { epoch_unit } => {
-            if first == b'"' {
-                let token = parser.string_token()?;
-                let value = token.resolve(parser.text, text)?;
-                return Ok(values::parse_rfc3339_micros(value.as_bytes())
-                    .map(Slot::Micros)
-                    .map_err(str::to_owned));
-            }
-            let Some(unit) = epoch_unit else {
-                return mismatch(parser, "an RFC 3339 string (integers need epoch_unit)");
-            };
-            if !is_number_start(first) {
-                return mismatch(parser, "an RFC 3339 string or an integer epoch");
-            }
-            let number = parser.number_token()?;
-            let text = parser.slice(number.start, number.end);
-            if !number.integral {
-                return Ok(Err(format!("{text} is not an integer epoch")));
-            }
-            Ok(match text.parse::<i64>() {
-                Ok(epoch) => values::epoch_to_micros(epoch, *unit).map(Slot::Micros).map_err(str::to_owned),
-                Err(_) => Err(format!("{text} is out of range for an epoch")),
-            })
+        (FieldKind::Timestamp { epoch_unit }, Column::Timestamp(column)) => {
+            column.push(read_timestamp(parser, first, *epoch_unit, text)?);
         }
-        FieldKind::Json => {
+        (FieldKind::Json, Column::Text(column)) => {
             let start = parser.pos;
             parser.skip_value(0)?;
-            Ok(Ok(Slot::Body(start, parser.pos)))
+            column.push(parser.slice(start, parser.pos));
         }
-        FieldKind::String { .. } | FieldKind::Enum { .. } | FieldKind::Date | FieldKind::Uuid => {
+        (
+            kind @ (FieldKind::String { .. } | FieldKind::Enum { .. } | FieldKind::Date | FieldKind::Uuid),
+            column,
+        ) => {
             if first != b'"' {
-                return mismatch(parser, "a string");
+                return Err(mismatch(parser, "a string"));
             }
             let token = parser.string_token()?;
-            Ok(check_string_like(token, parser.text, field, text))
+            // A bad escape here makes the event invalid, not the text: the string is whole.
+            let value = token.value(parser.text, text).map_err(|e| Stop::Invalid(e.message.to_owned()))?;
+            let invalid = |reason: &str| Stop::Invalid(reason.to_owned());
+            match (kind, column) {
+                (FieldKind::String { max_length, pattern }, Column::Text(column)) => {
+                    check_string(value, *max_length, pattern.as_ref()).map_err(Stop::Invalid)?;
+                    column.push(value);
+                }
+                (FieldKind::Enum { values }, Column::Text(column)) => {
+                    if !values.iter().any(|v| v.as_ref() == value) {
+                        let list: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+                        return Err(Stop::Invalid(format!(
+                            "\"{}\" is not one of {}",
+                            shorten(value),
+                            list.join(", ")
+                        )));
+                    }
+                    column.push(value);
+                }
+                (FieldKind::Date, Column::Date(column)) => {
+                    column.push(values::parse_date_days(value.as_bytes()).map_err(invalid)?);
+                }
+                (FieldKind::Uuid, Column::Uuid(column)) => {
+                    column.push(values::parse_uuid(value.as_bytes()).map_err(invalid)?);
+                }
+                _ => unreachable!("each field's column is made for its kind"),
+            }
         }
+        _ => unreachable!("each field's column is made for its kind"),
     }
+    Ok(())
 }
 
 /// Skips a value of the wrong JSON type and explains what was expected.
-fn mismatch(parser: &mut Parser<'_>, expected: &str) -> Result<Checked, SyntaxError> {
+fn mismatch(parser: &mut Parser<'_>, expected: &str) -> Stop {
     let got = match parser.peek() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
@@ -508,15 +555,55 @@ fn mismatch(parser: &mut Parser<'_>, expected: &str) -> Result<Checked, SyntaxEr
         Some(b'n') => "null",
         _ => "a number",
     };
-    parser.skip_value(0)?;
-    Ok(Err(format!("expected {expected}, got {got}")))
+    match parser.skip_value(0) {
+        Ok(()) => Stop::Invalid(format!("expected {expected}, got {got}")),
+        Err(error) => Stop::Syntax(error),
+    }
 }
 
 fn is_number_start(byte: u8) -> bool {
     byte == b'-' || byte.is_ascii_digit()
 }
 
-fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: i64) -> Checked {
+fn read_integer(parser: &mut Parser<'_>, first: u8, field: &Field, min: i64, max: i64) -> Result<i64, Stop> {
+    if !is_number_start(first) {
+        return Err(mismatch(parser, "an integer"));
+    }
+    let number = parser.number_token()?;
+    check_integer(number, parser.text, field, min, max).map_err(Stop::Invalid)
+}
+
+/// An RFC 3339 string, or an integer epoch when the field has an `epoch_unit`.
+fn read_timestamp(
+    parser: &mut Parser<'_>,
+    first: u8,
+    epoch_unit: Option<values::EpochUnit>,
+    text: &mut String,
+) -> Result<i64, Stop> {
+    let invalid = |reason: &str| Stop::Invalid(reason.to_owned());
+    if first == b'"' {
+        let token = parser.string_token()?;
+        let value = token.value(parser.text, text)?;
+        return values::parse_rfc3339_micros(value.as_bytes()).map_err(invalid);
+    }
+    let Some(unit) = epoch_unit else {
+        return Err(mismatch(parser, "an RFC 3339 string (integers need epoch_unit)"));
+    };
+    if !is_number_start(first) {
+        return Err(mismatch(parser, "an RFC 3339 string or an integer epoch"));
+    }
+    let number = parser.number_token()?;
+    let digits = parser.slice(number.start, number.end);
+    if !number.integral {
+        return Err(Stop::Invalid(format!("{digits} is not an integer epoch")));
+    }
+    match digits.parse::<i64>() {
+        Ok(epoch) => values::epoch_to_micros(epoch, unit).map_err(invalid),
+        Err(_) => Err(Stop::Invalid(format!("{digits} is out of range for an epoch"))),
+    }
+}
+
+fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: i64) -> Result<i64, String> {
     let digits = text.get(number.start..number.end).unwrap_or_default();
     if !number.integral {
         return Err(format!("{digits} is not an integer"));
@@ -536,10 +623,10 @@ fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: 
     if value > max {
         return Err(format!("{value} is above the maximum {max}"));
     }
-    Ok(Slot::Int(value))
+    Ok(value)
 }
 
-fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Checked {
+fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, String> {
     // Rust's float parsing is correctly rounded (Eisel-Lemire with a big-number fallback).
     let value: f64 = digits.parse().map_err(|_| format!("{digits} is not a number"))?;
     if !value.is_finite() {
@@ -551,7 +638,7 @@ fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Checked {
     if let Some(max) = max.filter(|m| value > *m) {
         return Err(format!("{digits} is above the maximum {max}"));
     }
-    Ok(Slot::Float(value))
+    Ok(value)
 }
 
 fn check_decimal(
@@ -561,7 +648,7 @@ fn check_decimal(
     scale: u8,
     min: Option<&super::types::DecimalBound>,
     max: Option<&super::types::DecimalBound>,
-) -> Checked {
+) -> Result<i128, String> {
     let shown = shorten(digits);
     let value = values::parse_decimal(digits.as_bytes(), source, precision, scale)
         .map_err(|reason| format!("{shown} {reason}"))?;
@@ -576,46 +663,24 @@ fn check_decimal(
     {
         return Err(format!("{shown} is above the maximum {}", bound.text));
     }
-    Ok(Slot::Decimal(value))
+    Ok(value)
 }
 
-/// Checks string, enum, date and uuid values, all read from a JSON string.
-fn check_string_like(token: StringToken, body: &str, field: &Field, text: &mut String) -> Checked {
-    let (value, slot) = if token.escaped {
-        let start = text.len();
-        token.unescape_into(body, text).map_err(|e| e.message.to_owned())?;
-        (text.get(start..).unwrap_or_default(), Slot::Unescaped(start, text.len()))
-    } else {
-        (body.get(token.start..token.end).unwrap_or_default(), Slot::Body(token.start, token.end))
-    };
-    match &field.kind {
-        FieldKind::String { max_length, pattern } => {
-            if let Some(limit) = max_length {
-                let limit = *limit as usize;
-                // Bytes bound characters from above: only long strings need counting.
-                if value.len() > limit && value.chars().count() > limit {
-                    return Err(format!("string is longer than max_length {limit} characters"));
-                }
-            }
-            if let Some(regex) = pattern
-                && !regex.is_match(value)
-            {
-                return Err(format!("\"{}\" does not match the pattern {}", shorten(value), regex.as_str()));
-            }
-            Ok(slot)
+/// Checks a string field's `max_length` and `pattern`.
+fn check_string(value: &str, max_length: Option<u32>, pattern: Option<&Pattern>) -> Result<(), String> {
+    if let Some(limit) = max_length {
+        let limit = limit as usize;
+        // Bytes bound characters from above: only long strings need counting.
+        if value.len() > limit && value.chars().count() > limit {
+            return Err(format!("string is longer than max_length {limit} characters"));
         }
-        FieldKind::Enum { values } => {
-            if values.iter().any(|v| v.as_ref() == value) {
-                Ok(slot)
-            } else {
-                let list: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
-                Err(format!("\"{}\" is not one of {}", shorten(value), list.join(", ")))
-            }
-        }
-        FieldKind::Date => values::parse_date_days(value.as_bytes()).map(Slot::Days).map_err(str::to_owned),
-        FieldKind::Uuid => values::parse_uuid(value.as_bytes()).map(Slot::Uuid).map_err(str::to_owned),
-        _ => unreachable!("only string-like kinds reach here"),
     }
+    if let Some(regex) = pattern
+        && !regex.is_match(value)
+    {
+        return Err(format!("\"{}\" does not match the pattern {}", shorten(value), regex.as_str()));
+    }
+    Ok(())
 }
 
 /// A value quoted in an error message, cut so answers stay small.
@@ -636,22 +701,15 @@ struct StringToken {
 }
 
 impl StringToken {
-    /// The string's value: borrowed from the body, or unescaped into `text`.
-    fn resolve<'t>(
-        &self,
-        body: &'t str,
-        text: &mut String,
-    ) -> Result<std::borrow::Cow<'t, str>, SyntaxError> {
+    /// The string's value: borrowed from the body, or unescaped into `text` (cleared first).
+    fn value<'v>(&self, body: &'v str, text: &'v mut String) -> Result<&'v str, SyntaxError> {
         if !self.escaped {
-            return Ok(body.get(self.start..self.end).unwrap_or_default().into());
+            return Ok(body.get(self.start..self.end).unwrap_or_default());
         }
-        let start = text.len();
+        text.clear();
         self.unescape_into(body, text)?;
-        let value = text.get(start..).unwrap_or_default().to_owned();
-        text.truncate(start);
-        Ok(value.into())
+        Ok(text.as_str())
     }
-
     fn unescape_into(&self, body: &str, out: &mut String) -> Result<(), SyntaxError> {
         let raw = body.get(self.start..self.end).unwrap_or_default();
         let bytes = raw.as_bytes();
@@ -777,6 +835,19 @@ impl<'a> Parser<'a> {
             Ok(())
         } else {
             Err(self.error("invalid literal"))
+        }
+    }
+
+    /// Consumes the key `"name"` if it is at the cursor, written plainly (names need no escapes).
+    #[inline]
+    fn eat_key(&mut self, name: &str) -> bool {
+        let end = self.pos + name.len() + 2;
+        match self.bytes.get(self.pos..end) {
+            Some([b'"', inner @ .., b'"']) if inner == name.as_bytes() => {
+                self.pos = end;
+                true
+            }
+            _ => false,
         }
     }
 

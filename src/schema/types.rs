@@ -146,15 +146,8 @@ impl StreamSchema {
         }
     }
 
-    /// Index of the field named `name`. `hint` is the index expected next: events usually list
-    /// fields in schema order, so one comparison replaces the hash lookup.
-    #[inline]
-    pub fn field_index(&self, name: &[u8], hint: usize) -> Option<usize> {
-        if let Some(field) = self.fields.get(hint)
-            && field.name.as_bytes() == name
-        {
-            return Some(hint);
-        }
+    /// Index of the field named `name`.
+    pub fn field_index(&self, name: &[u8]) -> Option<usize> {
         self.by_name.get(name).copied()
     }
 
