@@ -857,27 +857,34 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let rest = self.bytes.get(self.pos..).unwrap_or_default();
-            let Some(offset) = memchr::memchr2(b'"', b'\\', rest) else {
+            let Some(at) = next_special_byte(self.bytes, self.pos) else {
                 self.pos = self.bytes.len();
                 return Err(self.error("unterminated string"));
             };
-            if let Some(bad) = first_control_byte(rest.get(..offset).unwrap_or_default()) {
-                self.pos += bad;
-                return Err(self.error("control character in a string"));
-            }
-            self.pos += offset;
-            if self.peek() == Some(b'"') {
-                let end = self.pos;
-                self.pos += 1;
-                return Ok(StringToken { start, end, escaped });
-            }
-            escaped = true;
-            // Step over the backslash and the escaped byte; `unescape_into` checks the rest.
-            self.pos += 2;
-            if self.pos > self.bytes.len() {
-                self.pos = self.bytes.len();
-                return Err(self.error("unterminated string"));
+            self.pos = at;
+            match self.bytes.get(at) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(StringToken { start, end: at, escaped });
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    // Step over the backslash and the escaped byte; `unescape_into` checks the rest.
+                    self.pos += 2;
+                    if self.pos > self.bytes.len() {
+                        self.pos = self.bytes.len();
+                        return Err(self.error("unterminated string"));
+                    }
+                }
+                _ => {
+                    // A string without an end is reported as such, whatever it holds.
+                    let rest = self.bytes.get(at..).unwrap_or_default();
+                    if memchr::memchr2(b'"', b'\\', rest).is_none() {
+                        self.pos = self.bytes.len();
+                        return Err(self.error("unterminated string"));
+                    }
+                    return Err(self.error("control character in a string"));
+                }
             }
         }
     }
@@ -1073,49 +1080,55 @@ mod tests {
     }
 }
 
-/// The position of the first byte below 0x20 (a raw control character, which JSON strings may
-/// not hold), looking at eight bytes at a time.
-fn first_control_byte(bytes: &[u8]) -> Option<usize> {
-    const BELOW: u64 = 0x2020_2020_2020_2020;
+/// The position of the first `"`, `\\` or byte below 0x20 (a raw control character, which
+/// JSON strings may not hold) at or after `from`, looking at eight bytes at a time: strings
+/// are short, so this beats a call to `memchr` and then a second look for control bytes.
+fn next_special_byte(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
+    // The high bit of each zero byte, and maybe of bytes after one: only the lowest is exact.
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGH_BITS;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes"));
-        // Sets a high bit for a byte below 0x20 (and maybe for others after it): a hint, then
-        // the exact answer from the bytes.
-        if word.wrapping_sub(BELOW) & !word & HIGH_BITS != 0
-            && let Some(i) = chunk.iter().position(|b| *b < 0x20)
-        {
-            return Some(offset + i);
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        offset += 8;
+        at += 8;
     }
-    chunks.remainder().iter().position(|b| *b < 0x20).map(|i| offset + i)
+    let tail = bytes.get(at..)?;
+    tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|i| at + i)
 }
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
-mod control_byte_tests {
-    use super::first_control_byte;
+mod special_byte_tests {
+    use super::next_special_byte;
 
     #[test]
-    fn finds_the_first_control_byte_anywhere() {
+    fn finds_the_first_special_byte_anywhere() {
         for length in 0..40 {
             let clean = vec![b'a'; length];
-            assert_eq!(first_control_byte(&clean), None);
+            assert_eq!(next_special_byte(&clean, 0), None);
             for at in 0..length {
-                for bad in [0u8, 0x1f, b'\n', b'\t'] {
+                for special in [0u8, 0x1f, b'\n', b'\t', b'"', b'\\'] {
                     let mut bytes = clean.clone();
-                    bytes[at] = bad;
+                    bytes[at] = special;
                     if at + 1 < length {
                         bytes[at + 1] = 0x01;
                     }
-                    assert_eq!(first_control_byte(&bytes), Some(at), "length {length}, at {at}");
+                    for from in 0..=at {
+                        assert_eq!(next_special_byte(&bytes, from), Some(at), "length {length}, at {at}");
+                    }
+                    assert_eq!(next_special_byte(&bytes, at + 2), None, "length {length}, after {at}");
                 }
             }
         }
-        let high: Vec<u8> = (0x20..=0xff).collect();
-        assert_eq!(first_control_byte(&high), None, "bytes 0x20..=0xff are not control bytes");
+        let plain: Vec<u8> = (0x20..=0xff).filter(|b| *b != b'"' && *b != b'\\').collect();
+        assert_eq!(next_special_byte(&plain, 0), None, "other bytes from 0x20 up are plain");
+        assert_eq!(next_special_byte(b"abc", 7), None, "past the end");
     }
 }
