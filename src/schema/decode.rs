@@ -613,7 +613,9 @@ fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: 
         return Err(format!("{digits} is not an integer"));
     }
     let type_name = field.kind.type_name();
-    let value: i64 = digits.parse().map_err(|_| format!("{digits} is out of range for {type_name}"))?;
+    let value = parse_short_integer(digits)
+        .or_else(|| digits.parse().ok())
+        .ok_or_else(|| format!("{digits} is out of range for {type_name}"))?;
     let (type_min, type_max) = match field.kind {
         FieldKind::Int32 { .. } => (i64::from(i32::MIN), i64::from(i32::MAX)),
         _ => (i64::MIN, i64::MAX),
@@ -632,7 +634,10 @@ fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: 
 
 fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, String> {
     // Rust's float parsing is correctly rounded (Eisel-Lemire with a big-number fallback).
-    let value: f64 = digits.parse().map_err(|_| format!("{digits} is not a number"))?;
+    let value = match parse_short_decimal(digits) {
+        Some(value) => value,
+        None => digits.parse().map_err(|_| format!("{digits} is not a number"))?,
+    };
     if !value.is_finite() {
         return Err(format!("{digits} is out of range for float64"));
     }
@@ -643,6 +648,51 @@ fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, 
         return Err(format!("{digits} is above the maximum {max}"));
     }
     Ok(value)
+}
+
+/// The value of an integer token of at most 18 digits, which cannot overflow; longer ones
+/// are left to `str::parse`.
+fn parse_short_integer(token: &str) -> Option<i64> {
+    let (negative, digits) = match token.as_bytes() {
+        [b'-', digits @ ..] => (true, digits),
+        digits => (false, digits),
+    };
+    if digits.len() > 18 {
+        return None;
+    }
+    let magnitude = digits.iter().fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'));
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// The value of a number token with at most 15 digits and no exponent, as one division of
+/// two exactly represented floats (Clinger's fast path, which `str::parse` takes too): the
+/// same correctly rounded value without the general parser's overhead. Others: None.
+fn parse_short_decimal(token: &str) -> Option<f64> {
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (negative, digits) = match token.as_bytes() {
+        [b'-', digits @ ..] => (true, digits),
+        digits => (false, digits),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut fraction_digits = None;
+    for (i, &byte) in digits.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' => mantissa = mantissa * 10 + u64::from(byte - b'0'),
+            b'.' => fraction_digits = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    let fraction_digits = fraction_digits.unwrap_or(0);
+    if digits.len() - usize::from(fraction_digits > 0) > 15 {
+        return None;
+    }
+    // Below 10^15, so exact in an f64, as is the power of ten.
+    let value = mantissa as f64 / POWERS_OF_TEN.get(fraction_digits)?;
+    Some(if negative { -value } else { value })
 }
 
 fn check_decimal(
@@ -1116,6 +1166,49 @@ mod tests {
         assert!(!words.matches(&window(r#""Latency_ms":1.5"#)));
         assert!(KeyWords::new("fourteen_chars").unwrap().matches(&window(r#""fourteen_chars""#)));
         assert!(KeyWords::new("fifteen_chars_x").is_none(), "longer keys are compared as slices");
+    }
+
+    #[test]
+    fn short_numbers_parse_as_str_parse_does() {
+        let mut tokens: Vec<String> = ["0", "-0", "0.0", "-0.0", "1.5", "123.456", "0.1", "0.3", "-2.675"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        tokens.extend(
+            ["999999999999999", "99999999999999.9", "0.000000000000001", "9007199254740993"]
+                .map(String::from),
+        );
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let digits = (state >> 33) % 10_u64.pow(1 + (state % 15) as u32);
+            let point = (state >> 8) % 17;
+            let mut text = digits.to_string();
+            if (point as usize) < text.len() {
+                text.insert(text.len() - point as usize, '.');
+                if text.starts_with('.') {
+                    text.insert(0, '0');
+                }
+            }
+            if state & 1 == 1 {
+                text.insert(0, '-');
+            }
+            tokens.push(text);
+        }
+        for token in &tokens {
+            if let Some(value) = parse_short_decimal(token) {
+                assert_eq!(value.to_bits(), token.parse::<f64>().unwrap().to_bits(), "{token}");
+            }
+            if !token.contains('.') {
+                let expected: Option<i64> = token.parse().ok();
+                assert_eq!(parse_short_integer(token).or(expected), expected, "{token}");
+            }
+        }
+        assert_eq!(parse_short_decimal("1e5"), None);
+        assert_eq!(parse_short_decimal("1234567890123456"), None, "16 digits");
+        assert_eq!(parse_short_decimal("123456789012345.6"), None, "16 digits");
+        assert_eq!(parse_short_integer("-999999999999999999"), Some(-999_999_999_999_999_999));
+        assert_eq!(parse_short_integer("9223372036854775807"), None, "19 digits go to str::parse");
     }
 
     #[test]
