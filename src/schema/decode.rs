@@ -90,8 +90,8 @@ pub struct DecodeScratch {
     seen: Vec<u64>,
     /// Number of the current event; it only grows, so old marks in `seen` never match.
     event: u64,
-    /// The current string, when it had to be unescaped.
-    text: String,
+    /// The current string when it had to be unescaped, and the last timestamp's day.
+    value: ValueScratch,
     /// `_extra` members of the current event, as `,"k":v,"k2":v2`.
     extra: String,
     /// Per field, its key as words to match in place (`None` for long names).
@@ -310,7 +310,7 @@ impl Run<'_> {
                     let index = match key {
                         None => Some(next),
                         Some(key) => {
-                            let name = key.value(parser.text, &mut scratch.text)?;
+                            let name = key.value(parser.text, &mut scratch.value.text)?;
                             let index = schema.field_index(name.as_bytes());
                             if index.is_none() {
                                 let rule = schema.unknown_fields;
@@ -323,7 +323,7 @@ impl Run<'_> {
                         next = index + 1;
                         let column = self.columns.column(index);
                         first_fault =
-                            read_field(parser, schema, index, column, &mut present, &mut scratch.text)?;
+                            read_field(parser, schema, index, column, &mut present, &mut scratch.value)?;
                     }
                 }
                 parser.skip_whitespace();
@@ -423,18 +423,26 @@ fn read_field(
     index: usize,
     column: &mut Column,
     present: &mut Presence<'_>,
-    text: &mut String,
+    scratch: &mut ValueScratch,
 ) -> Result<Option<Fault>, SyntaxError> {
     let field = schema.fields.get(index).expect("index from the schema");
     if !present.add(index) {
         parser.skip_value(0)?;
         return Ok(Some(fault(field, "field appears twice".to_owned())));
     }
-    match read_value(parser, field, column, text) {
+    match read_value(parser, field, column, scratch) {
         Ok(()) => Ok(None),
         Err(Stop::Invalid(reason)) => Ok(Some(fault(field, reason))),
         Err(Stop::Syntax(error)) => Err(error),
     }
+}
+
+/// What reading one value may need besides the text.
+#[derive(Default)]
+struct ValueScratch {
+    /// The string being read, when it had to be unescaped.
+    text: String,
+    days: values::DayCache,
 }
 
 /// Why a field's value was not appended: the event is invalid, or the text is not JSON.
@@ -454,7 +462,7 @@ fn read_value(
     parser: &mut Parser<'_>,
     field: &Field,
     column: &mut Column,
-    text: &mut String,
+    scratch: &mut ValueScratch,
 ) -> Result<(), Stop> {
     let first = parser.peek().ok_or_else(|| parser.error("expected a value"))?;
     if first == b'n' {
@@ -493,7 +501,7 @@ fn read_value(
                 (parser.slice(number.start, number.end), DecimalSource::JsonNumber)
             } else if first == b'"' {
                 let token = parser.string_token()?;
-                (token.value(parser.text, text)?, DecimalSource::String)
+                (token.value(parser.text, &mut scratch.text)?, DecimalSource::String)
             } else {
                 return Err(mismatch(parser, "a decimal number or a string holding one"));
             };
@@ -501,7 +509,7 @@ fn read_value(
             column.push(value.map_err(Stop::Invalid)?);
         }
         (FieldKind::Timestamp { epoch_unit }, Column::Timestamp(column)) => {
-            column.push(read_timestamp(parser, first, *epoch_unit, text)?);
+            column.push(read_timestamp(parser, first, *epoch_unit, scratch)?);
         }
         (FieldKind::Json, Column::Text(column)) => {
             let start = parser.pos;
@@ -517,7 +525,9 @@ fn read_value(
             }
             let token = parser.string_token()?;
             // A bad escape here makes the event invalid, not the text: the string is whole.
-            let value = token.value(parser.text, text).map_err(|e| Stop::Invalid(e.message.to_owned()))?;
+            let value = token
+                .value(parser.text, &mut scratch.text)
+                .map_err(|e| Stop::Invalid(e.message.to_owned()))?;
             let invalid = |reason: &str| Stop::Invalid(reason.to_owned());
             match (kind, column) {
                 (FieldKind::String { max_length, pattern }, Column::Text(column)) => {
@@ -582,13 +592,13 @@ fn read_timestamp(
     parser: &mut Parser<'_>,
     first: u8,
     epoch_unit: Option<values::EpochUnit>,
-    text: &mut String,
+    scratch: &mut ValueScratch,
 ) -> Result<i64, Stop> {
     let invalid = |reason: &str| Stop::Invalid(reason.to_owned());
     if first == b'"' {
         let token = parser.string_token()?;
-        let value = token.value(parser.text, text)?;
-        return values::parse_rfc3339_micros(value.as_bytes()).map_err(invalid);
+        let value = token.value(parser.text, &mut scratch.text)?;
+        return values::parse_rfc3339_micros_cached(value.as_bytes(), &mut scratch.days).map_err(invalid);
     }
     let Some(unit) = epoch_unit else {
         return Err(mismatch(parser, "an RFC 3339 string (integers need epoch_unit)"));

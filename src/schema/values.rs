@@ -74,8 +74,27 @@ pub enum EpochUnit {
 /// fractional digit must be `0`. The result is normalised to UTC, so it may fall
 /// outside years 0000-9999 by up to the offset.
 pub fn parse_rfc3339_micros(text: &[u8]) -> Result<i64, &'static str> {
+    parse_rfc3339_micros_cached(text, &mut DayCache::default())
+}
+
+/// The last date `parse_rfc3339_micros_cached` read and its day number: the timestamps of a
+/// request mostly fall on one day, whose calendar checks and arithmetic are then done once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DayCache {
+    last: Option<([u8; 10], i64)>,
+}
+
+/// `parse_rfc3339_micros`, reusing the day number of the date read last when it is the same.
+pub fn parse_rfc3339_micros_cached(text: &[u8], cache: &mut DayCache) -> Result<i64, &'static str> {
     let (date, rest) = text.split_first_chunk::<10>().ok_or(TIMESTAMP_SHAPE)?;
-    let days = parse_ymd(date, TIMESTAMP_SHAPE)?;
+    let days = match cache.last {
+        Some((last, days)) if last == *date => days,
+        _ => {
+            let days = parse_ymd(date, TIMESTAMP_SHAPE)?;
+            cache.last = Some((*date, days));
+            days
+        }
+    };
     let (time, rest) = rest.split_first_chunk::<9>().ok_or(TIMESTAMP_SHAPE)?;
     let seconds = parse_time_of_day(time)?;
     let (fraction_micros, rest) = parse_fraction(rest)?;
@@ -755,6 +774,27 @@ mod tests {
         // The extremes of i64 still format without panicking.
         assert!(formatted_timestamp(i64::MIN).starts_with("-2"));
         assert!(formatted_timestamp(i64::MAX).starts_with("+2"));
+    }
+
+    #[test]
+    fn the_day_cache_changes_no_answer() {
+        let texts = [
+            "2024-02-29T12:00:00Z",
+            "2024-02-29T23:59:59.5+01:00",
+            "2023-02-29T00:00:00Z",
+            "2024-02-29T24:00:00Z",
+            "2024-02-29T00:00:00Z",
+            "2024-03-01T00:00:00Z",
+            "2024-03-01",
+            "2024-03-01X00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T00:00:00Z",
+        ];
+        let mut cache = DayCache::default();
+        for text in texts {
+            let cached = parse_rfc3339_micros_cached(text.as_bytes(), &mut cache);
+            assert_eq!(cached, parse_rfc3339_micros(text.as_bytes()), "{text}");
+        }
     }
 
     #[test]
