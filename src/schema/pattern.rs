@@ -16,6 +16,8 @@ pub struct Pattern {
 struct ClassRun {
     /// Bit `b` of `allowed[b / 64]` is set when byte `b` is in the class (ASCII only).
     allowed: [u64; 2],
+    /// The same class as ranges of bytes, when there are few: checked eight bytes at a time.
+    ranges: Option<Vec<(u8, u8)>>,
     min: usize,
     max: usize,
 }
@@ -43,12 +45,56 @@ impl Pattern {
     }
 }
 
+/// Beyond this many ranges, a table lookup per byte is cheaper than checking words.
+const WORD_RANGES_MAX: usize = 4;
+
 impl ClassRun {
+    fn new(allowed: [u64; 2], min: usize, max: usize) -> ClassRun {
+        let member = |b: u8| allowed[usize::from(b >> 6)] & (1 << (b & 63)) != 0;
+        let mut ranges: Vec<(u8, u8)> = Vec::new();
+        for b in (0..128).filter(|&b| member(b)) {
+            match ranges.last_mut() {
+                Some((_, high)) if *high + 1 == b => *high = b,
+                _ => ranges.push((b, b)),
+            }
+        }
+        let ranges = (ranges.len() <= WORD_RANGES_MAX).then_some(ranges);
+        ClassRun { allowed, ranges, min, max }
+    }
+
     fn matches(&self, bytes: &[u8]) -> bool {
         // Every byte must be an ASCII member, so the byte count is the character count.
-        (self.min..=self.max).contains(&bytes.len())
-            && bytes.iter().all(|&b| b < 128 && self.allowed[usize::from(b >> 6)] & (1 << (b & 63)) != 0)
+        if !(self.min..=self.max).contains(&bytes.len()) {
+            return false;
+        }
+        let Some(ranges) = &self.ranges else {
+            return bytes.iter().all(|&b| self.is_member(b));
+        };
+        let mut words = bytes.chunks_exact(8);
+        words.all(|word| word_in_ranges(u64::from_le_bytes(word.try_into().expect("8 bytes")), ranges))
+            && words.remainder().iter().all(|&b| self.is_member(b))
     }
+
+    fn is_member(&self, b: u8) -> bool {
+        b < 128 && self.allowed[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+}
+
+/// Whether each of the eight bytes of `word` is ASCII and within one of `ranges` (ASCII).
+fn word_in_ranges(word: u64, ranges: &[(u8, u8)]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    if word & HIGH_BITS != 0 {
+        return false;
+    }
+    // Bytes below 128 plus at most 128 stay below 256: no carry crosses into the next byte.
+    // Byte b + (128 - low) sets its high bit iff b >= low; b + (127 - high) iff b > high.
+    let inside = ranges.iter().fold(0, |inside, &(low, high)| {
+        let at_least_low = word + ONES * u64::from(128 - low);
+        let above_high = word + ONES * u64::from(127 - high);
+        inside | (at_least_low & !above_high)
+    });
+    inside & HIGH_BITS == HIGH_BITS
 }
 
 /// Recognises `^[class]{n}$`, `^[class]{n,m}$`, `^[class]+$` and `^[class]*$`, where the
@@ -75,7 +121,7 @@ fn class_run(pattern: &str) -> Option<ClassRun> {
             }
         }
     };
-    (min <= max).then_some(ClassRun { allowed, min, max })
+    (min <= max).then(|| ClassRun::new(allowed, min, max))
 }
 
 fn class_table(class: &[u8]) -> Option<[u64; 2]> {
@@ -119,6 +165,10 @@ mod tests {
         for text in ["^[0-9a-f]{32}$", "^[A-Za-z0-9_]+$", "^[a-z]*$", "^[0-9]{2,4}$", "^[x]{0}$"] {
             assert!(pattern(text).class_run.is_some(), "{text}");
         }
+        let ranges = |text: &str| pattern(text).class_run.unwrap().ranges;
+        assert_eq!(ranges("^[0-9a-f]{32}$"), Some(vec![(b'0', b'9'), (b'a', b'f')]));
+        assert_eq!(ranges("^[a-cb-d_]+$"), Some(vec![(b'_', b'_'), (b'a', b'd')]));
+        assert_eq!(ranges("^[acegikmoqsuwy]+$"), None, "many ranges: a table lookup per byte");
         for text in [
             "[0-9a-f]{32}",
             "^[0-9a-f]{32}",
@@ -138,8 +188,15 @@ mod tests {
 
     #[test]
     fn the_fast_path_answers_as_the_regex_does() {
-        let patterns = ["^[0-9a-f]{32}$", "^[A-Za-z0-9_]+$", "^[a-c]*$", "^[0-9]{2,4}$"];
-        let values = [
+        let patterns = [
+            "^[0-9a-f]{32}$",
+            "^[A-Za-z0-9_]+$",
+            "^[a-c]*$",
+            "^[0-9]{2,4}$",
+            "^[acegikmoqsuwy]+$",
+            "^[0-9A-F_z]{1,40}$",
+        ];
+        let mut values = vec![
             "",
             "4bf92f3577b34da6a3ce929d0e0e4736",
             "4BF92F3577B34DA6A3CE929D0E0E4736",
@@ -155,10 +212,29 @@ mod tests {
             "ab\n",
             "\u{0}",
         ];
+        // Every byte at every place of a word and of the tail, around each range's ends.
+        let edges = [
+            b'/', b'0', b'9', b':', b'@', b'A', b'F', b'G', b'Z', b'[', b'^', b'_', b'`', b'a', b'c', b'd',
+            b'f', b'g', b'y', b'z', b'{', 0x7f, 0x80, 0xff, 0,
+        ];
+        let mut owned = Vec::new();
+        for length in [8, 11, 32] {
+            for at in 0..length {
+                for &edge in &edges {
+                    let mut bytes = vec![b'a'; length];
+                    bytes[at] = edge;
+                    owned.push(String::from_utf8_lossy(&bytes).into_owned());
+                    bytes.fill(b'7');
+                    bytes[at] = edge;
+                    owned.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        values.extend(owned.iter().map(String::as_str));
         for text in patterns {
             let fast = pattern(text);
             let regex = Regex::new(text).unwrap();
-            for value in values {
+            for &value in &values {
                 assert_eq!(fast.is_match(value), regex.is_match(value), "{text} on {value:?}");
             }
         }
