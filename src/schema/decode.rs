@@ -495,9 +495,7 @@ fn read_value(
                 return Err(mismatch(parser, "a number"));
             }
             let number = parser.number_token()?;
-            column.push(
-                check_float(parser.slice(number.start, number.end), *min, *max).map_err(Stop::Invalid)?,
-            );
+            column.push(check_float(number, parser.text, *min, *max).map_err(Stop::Invalid)?);
         }
         (FieldKind::Decimal { precision, scale, min, max }, Column::Decimal(column)) => {
             let (digits, source) = if is_number_start(first) {
@@ -627,7 +625,8 @@ fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: 
         return Err(format!("{digits} is not an integer"));
     }
     let type_name = field.kind.type_name();
-    let value = parse_short_integer(digits)
+    let value = number
+        .short_integer()
         .or_else(|| digits.parse().ok())
         .ok_or_else(|| format!("{digits} is out of range for {type_name}"))?;
     let (type_min, type_max) = match field.kind {
@@ -646,9 +645,10 @@ fn check_integer(number: NumberToken, text: &str, field: &Field, min: i64, max: 
     Ok(value)
 }
 
-fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, String> {
+fn check_float(number: NumberToken, text: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, String> {
+    let digits = text.get(number.start..number.end).unwrap_or_default();
     // Rust's float parsing is correctly rounded (Eisel-Lemire with a big-number fallback).
-    let value = match parse_short_decimal(digits) {
+    let value = match number.short_decimal() {
         Some(value) => value,
         None => digits.parse().map_err(|_| format!("{digits} is not a number"))?,
     };
@@ -662,51 +662,6 @@ fn check_float(digits: &str, min: Option<f64>, max: Option<f64>) -> Result<f64, 
         return Err(format!("{digits} is above the maximum {max}"));
     }
     Ok(value)
-}
-
-/// The value of an integer token of at most 18 digits, which cannot overflow; longer ones
-/// are left to `str::parse`.
-fn parse_short_integer(token: &str) -> Option<i64> {
-    let (negative, digits) = match token.as_bytes() {
-        [b'-', digits @ ..] => (true, digits),
-        digits => (false, digits),
-    };
-    if digits.len() > 18 {
-        return None;
-    }
-    let magnitude = digits.iter().fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'));
-    Some(if negative { -magnitude } else { magnitude })
-}
-
-/// The value of a number token with at most 15 digits and no exponent, as one division of
-/// two exactly represented floats (Clinger's fast path, which `str::parse` takes too): the
-/// same correctly rounded value without the general parser's overhead. Others: None.
-fn parse_short_decimal(token: &str) -> Option<f64> {
-    const POWERS_OF_TEN: [f64; 16] =
-        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
-    let (negative, digits) = match token.as_bytes() {
-        [b'-', digits @ ..] => (true, digits),
-        digits => (false, digits),
-    };
-    if digits.len() > 16 {
-        return None;
-    }
-    let mut mantissa = 0u64;
-    let mut fraction_digits = None;
-    for (i, &byte) in digits.iter().enumerate() {
-        match byte {
-            b'0'..=b'9' => mantissa = mantissa * 10 + u64::from(byte - b'0'),
-            b'.' => fraction_digits = Some(digits.len() - i - 1),
-            _ => return None,
-        }
-    }
-    let fraction_digits = fraction_digits.unwrap_or(0);
-    if digits.len() - usize::from(fraction_digits > 0) > 15 {
-        return None;
-    }
-    // Below 10^15, so exact in an f64, as is the power of ten.
-    let value = mantissa as f64 / POWERS_OF_TEN.get(fraction_digits)?;
-    Some(if negative { -value } else { value })
 }
 
 fn check_decimal(
@@ -863,6 +818,36 @@ struct NumberToken {
     end: usize,
     /// No fraction and no exponent.
     integral: bool,
+    negative: bool,
+    /// The digits before the exponent as one integer, exact when there are at most 19.
+    mantissa: u64,
+    /// How many digits `mantissa` was read from, and how many of them follow the point.
+    digits: usize,
+    fraction_digits: usize,
+    exponent: bool,
+}
+
+impl NumberToken {
+    /// The value of an integer of at most 18 digits, which cannot overflow; None for others,
+    /// left to `str::parse`.
+    fn short_integer(&self) -> Option<i64> {
+        let magnitude = i64::try_from(self.mantissa).ok().filter(|_| self.integral && self.digits <= 18)?;
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
+    /// The value of a number of at most 15 digits without exponent, as one division of two
+    /// exactly represented floats (Clinger's fast path, which `str::parse` takes too): the same
+    /// correctly rounded value without the general parser's work. None for others.
+    fn short_decimal(&self) -> Option<f64> {
+        const POWERS_OF_TEN: [f64; 16] =
+            [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+        if self.exponent || self.digits > 15 {
+            return None;
+        }
+        // Below 10^15, so exact in an f64, as is the power of ten.
+        let value = self.mantissa as f64 / POWERS_OF_TEN.get(self.fraction_digits)?;
+        Some(if self.negative { -value } else { value })
+    }
 }
 
 /// A cursor over valid UTF-8 text; JSON's structural bytes are ASCII, so every position it
@@ -988,27 +973,36 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Reads a number token per the JSON grammar, keeping its text.
+    /// Reads a number token per the JSON grammar, keeping its text and, in the same pass, its
+    /// digits as an integer for the short numbers most values are.
     fn number_token(&mut self) -> Result<NumberToken, SyntaxError> {
         let start = self.pos;
-        if self.peek() == Some(b'-') {
+        let negative = self.peek() == Some(b'-');
+        if negative {
             self.pos += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.skip_digits(),
+        let mut mantissa = 0u64;
+        let mut digits = match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                1
+            }
+            Some(b'1'..=b'9') => self.read_digits(&mut mantissa),
             _ => return Err(self.error("invalid number")),
-        }
+        };
         let mut integral = true;
+        let mut fraction_digits = 0;
         if self.peek() == Some(b'.') {
             integral = false;
             self.pos += 1;
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
                 return Err(self.error("invalid number: digits must follow '.'"));
             }
-            self.skip_digits();
+            fraction_digits = self.read_digits(&mut mantissa);
+            digits += fraction_digits;
         }
-        if let Some(b'e' | b'E') = self.peek() {
+        let exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        if exponent {
             integral = false;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
@@ -1022,7 +1016,26 @@ impl<'a> Parser<'a> {
         if let Some(b'0'..=b'9') = self.peek() {
             return Err(self.error("invalid number: leading zero"));
         }
-        Ok(NumberToken { start, end: self.pos, integral })
+        Ok(NumberToken {
+            start,
+            end: self.pos,
+            integral,
+            negative,
+            mantissa,
+            digits,
+            fraction_digits,
+            exponent,
+        })
+    }
+
+    /// Skips digits, adding them to `value` (which wraps past 19 of them); returns how many.
+    fn read_digits(&mut self, value: &mut u64) -> usize {
+        let start = self.pos;
+        while let Some(digit @ b'0'..=b'9') = self.peek() {
+            *value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+            self.pos += 1;
+        }
+        self.pos - start
     }
 
     fn skip_digits(&mut self) {
@@ -1198,7 +1211,7 @@ mod tests {
             let digits = (state >> 33) % 10_u64.pow(1 + (state % 15) as u32);
             let point = (state >> 8) % 17;
             let mut text = digits.to_string();
-            if (point as usize) < text.len() {
+            if point > 0 && (point as usize) <= text.len() {
                 text.insert(text.len() - point as usize, '.');
                 if text.starts_with('.') {
                     text.insert(0, '0');
@@ -1209,20 +1222,22 @@ mod tests {
             }
             tokens.push(text);
         }
+        let number = |text: &str| Parser::new(text).number_token().unwrap();
         for token in &tokens {
-            if let Some(value) = parse_short_decimal(token) {
+            if let Some(value) = number(token).short_decimal() {
                 assert_eq!(value.to_bits(), token.parse::<f64>().unwrap().to_bits(), "{token}");
             }
-            if !token.contains('.') {
-                let expected: Option<i64> = token.parse().ok();
-                assert_eq!(parse_short_integer(token).or(expected), expected, "{token}");
-            }
+            let expected: Option<i64> = token.parse().ok();
+            assert_eq!(number(token).short_integer().or(expected), expected, "{token}");
         }
-        assert_eq!(parse_short_decimal("1e5"), None);
-        assert_eq!(parse_short_decimal("1234567890123456"), None, "16 digits");
-        assert_eq!(parse_short_decimal("123456789012345.6"), None, "16 digits");
-        assert_eq!(parse_short_integer("-999999999999999999"), Some(-999_999_999_999_999_999));
-        assert_eq!(parse_short_integer("9223372036854775807"), None, "19 digits go to str::parse");
+        assert_eq!(number("1e5").short_decimal(), None);
+        assert_eq!(number("1e5").short_integer(), None);
+        assert_eq!(number("1234567890123456").short_decimal(), None, "16 digits");
+        assert_eq!(number("123456789012345.6").short_decimal(), None, "16 digits");
+        assert_eq!(number("1234567890123.45").short_decimal(), Some(1_234_567_890_123.45));
+        assert_eq!(number("-999999999999999999").short_integer(), Some(-999_999_999_999_999_999));
+        assert_eq!(number("9223372036854775807").short_integer(), None, "19 digits go to str::parse");
+        assert_eq!(number("1.5").short_integer(), None);
     }
 
     #[test]
