@@ -2,8 +2,9 @@
 //!
 //! There is no generic JSON tree: the scanner reads each event's keys, finds the schema field,
 //! and parses the value with that field's rule straight from the bytes (numbers stay text until
-//! their field reads them, so `1.0` is refused for an int and decimals are exact). A whole event
-//! is checked before any of it is appended, so a rejected event leaves no trace in the columns.
+//! their field reads them, so `1.0` is refused for an int and decimals are exact). Each value is
+//! appended to its column as soon as it is checked; when the event turns out invalid, what it
+//! appended is cut off again, so a rejected event leaves no trace in the columns.
 //!
 //! Promises: never panics on any input; nesting is bounded by `DEPTH_MAX`; per-event work and
 //! memory are linear in the event's size; one `DecodeScratch` is reused across requests.
