@@ -54,6 +54,7 @@ from harness import (
 )
 from s3 import BUCKET, REGION, S3Server, is_hidden_key
 from test_durability import CHURN
+from test_parquet import ALL_TYPES_SCHEMA
 
 UTC = dt.UTC
 
@@ -143,24 +144,15 @@ def micros(t: dt.datetime) -> int:
 # ---------------------------------------------------------------------------------------
 # Every type, two dates, several hours: values and partitions exact through the bucket
 
+# test_parquet's schema of every type, with an id to match rows and an epoch-ms timestamp.
 TYPES_SCHEMA: dict[str, Any] = {
+    **ALL_TYPES_SCHEMA,
     "fields": [
-        {"name": "ts", "type": "timestamp"},
+        ALL_TYPES_SCHEMA["fields"][0],
         {"name": "id", "type": "int64"},
-        {"name": "b", "type": "bool"},
-        {"name": "i32", "type": "int32"},
-        {"name": "i64", "type": "int64"},
-        {"name": "f", "type": "float64"},
-        {"name": "s", "type": "string"},
-        {"name": "e", "type": "enum", "values": ["debug", "info", "warn", "error"]},
-        {"name": "d", "type": "date"},
-        {"name": "dec", "type": "decimal", "precision": 18, "scale": 4},
-        {"name": "u", "type": "uuid"},
-        {"name": "j", "type": "json"},
-        {"name": "opt", "type": "string", "nullable": True},
+        *ALL_TYPES_SCHEMA["fields"][1:],
         {"name": "ms", "type": "timestamp", "epoch_unit": "ms", "nullable": True},
     ],
-    "time_field": "ts",
     "on_invalid": "dead_letter",
 }
 
